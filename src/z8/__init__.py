@@ -1,0 +1,43 @@
+"""z8: a durable runtime for fleets of AI agents that act.
+
+Every agent's state lives in an append-only, hash-chained event journal; this package
+re-exports the public API, and each subpackage (``z8.journal``…) its own.
+"""
+
+from z8 import errors
+from z8.errors import Z8Error
+from z8.ids import uuid7
+from z8.journal import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Append,
+    Envelope,
+    Journal,
+    RawEvent,
+    Snapshot,
+    TypeRegistry,
+    VerifyReport,
+    open_journal,
+    open_memory_journal,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "Append",
+    "Envelope",
+    "Journal",
+    "RawEvent",
+    "Snapshot",
+    "TypeRegistry",
+    "VerifyReport",
+    "Z8Error",
+    "errors",
+    "open_journal",
+    "open_memory_journal",
+    "uuid7",
+]

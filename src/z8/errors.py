@@ -1,0 +1,136 @@
+"""Every error z8 raises, in one place.
+
+All derive from :class:`Z8Error`. Errors that report a caller's mistake also derive
+from the matching builtin (``ValueError``, ``TypeError``) so ordinary ``except``
+clauses keep working. Each message says what went wrong and what to do next.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "Z8Error",
+    "JournalError",
+    "JournalClosed",
+    "JournalPathError",
+    "JournalAlreadyOpen",
+    "JournalCorrupt",
+    "InvalidStreamName",
+    "ReservedStreamName",
+    "InvalidExpectedVersion",
+    "WrongExpectedVersion",
+    "InvalidEvent",
+    "UnregisteredEvent",
+    "UnknownEventType",
+    "UpcastError",
+    "EventNotFound",
+    "InvalidSnapshot",
+    "InvalidPosition",
+    "TypeRegistrationError",
+    "InvalidArgument",
+]
+
+
+class Z8Error(Exception):
+    """Root of every error raised by z8."""
+
+
+class JournalError(Z8Error):
+    """Root of the journal's errors (raised by ``z8.journal``)."""
+
+
+class JournalClosed(JournalError):
+    """Raised by any operation on a journal after ``close()``."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__(f"journal {path!r} is closed; open it again with open_journal()")
+        self.path = path
+
+
+class JournalPathError(JournalError, OSError):
+    """Raised by ``open_journal`` when the path cannot hold a journal.
+
+    The path is a file, its directory is not writable, or it cannot be created.
+    """
+
+
+class JournalAlreadyOpen(JournalError):
+    """Raised by ``open_journal`` when this process already has the path open.
+
+    LMDB forbids opening one environment twice in a process (closing either would
+    drop the other's locks); share the open ``Journal`` instead.
+    """
+
+
+class JournalCorrupt(JournalError):
+    """Raised by a read that finds a stored record it cannot decode."""
+
+
+class InvalidStreamName(JournalError, ValueError):
+    """Raised when a stream name is empty, too long, not a str, or holds a NUL."""
+
+
+class ReservedStreamName(InvalidStreamName):
+    """Raised when a user writes to a stream whose name starts with ``$``.
+
+    ``$``-streams (``$system``…) belong to the runtime.
+    """
+
+
+class InvalidExpectedVersion(JournalError, ValueError):
+    """Raised when ``expected_version`` is not ANY, NO_STREAM, STREAM_EXISTS or an int >= 0."""
+
+
+class WrongExpectedVersion(JournalError):
+    """Raised by ``append`` when the stream is not at the version the caller expected.
+
+    Nothing of the rejected append is written. Reload the stream and decide again.
+    """
+
+    def __init__(self, stream: str, expected: int | str, actual: int) -> None:
+        super().__init__(
+            f"stream {stream!r} is at version {actual}, but the append expected "
+            f"{expected}; nothing was written — reload the stream and decide again"
+        )
+        self.stream = stream
+        self.expected = expected
+        self.actual = actual
+
+
+class InvalidEvent(JournalError, TypeError):
+    """Raised when an append carries something that is not an event (or no events)."""
+
+
+class UnregisteredEvent(InvalidEvent):
+    """Raised when an appended payload's class is not registered in the journal's types."""
+
+
+class UnknownEventType(JournalError):
+    """Raised when decoding an envelope whose type name is not registered.
+
+    Register the type (and its upcasters), or read the envelope raw.
+    """
+
+
+class UpcastError(JournalError):
+    """Raised when an old payload cannot be brought to the current schema."""
+
+
+class EventNotFound(JournalError, LookupError):
+    """Raised by provenance queries given an event id the journal does not hold."""
+
+
+class InvalidSnapshot(JournalError, ValueError):
+    """Raised by ``save_snapshot`` for a version the stream has not reached, or bad fields."""
+
+
+class InvalidPosition(JournalError, ValueError):
+    """Raised for a position, version or limit that is negative, zero where 1-based, or not an int."""
+
+
+class TypeRegistrationError(JournalError, ValueError):
+    """Raised by ``TypeRegistry.register``/``upcaster`` for a class that is not a
+    msgspec Struct, a bad schema number, or a name already taken by another class."""
+
+
+class InvalidArgument(Z8Error, ValueError):
+    """Raised for an argument of the wrong type or range that no narrower error names."""

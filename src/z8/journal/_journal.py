@@ -1,0 +1,464 @@
+"""The ``Journal`` interface and everything its backends share.
+
+A backend supplies storage primitives (the ``_``-methods at the bottom); this class
+turns them into the public contract: argument checks, payload encoding, provenance
+walks, subscriptions and chain verification. Write rules live in ``_commit``.
+"""
+
+from __future__ import annotations
+
+import abc
+import threading
+from collections.abc import AsyncIterator, Collection, Sequence
+from typing import Any
+
+import anyio
+import msgspec
+
+from z8.errors import (
+    EventNotFound,
+    InvalidArgument,
+    InvalidEvent,
+    InvalidSnapshot,
+    JournalClosed,
+)
+
+from ._commit import AckOp, AppendOp, Op, SnapshotOp, StreamAppend
+from ._envelope import (
+    ANY,
+    GENESIS_HASH,
+    Envelope,
+    Expected,
+    Snapshot,
+    VerifyReport,
+    check_count,
+    check_expected,
+    check_record,
+    check_stream,
+    decode_record,
+)
+from ._subscription import Notifier, Subscription
+from ._types import TypeRegistry
+
+__all__ = ["Journal", "Append"]
+
+_VERIFY_PAGE = 8192
+
+
+class Append(msgspec.Struct, frozen=True):
+    """One stream's events in an ``append_many`` call."""
+
+    stream: str
+    events: Sequence[Any]
+    expected_version: Expected = ANY
+
+
+class Journal(abc.ABC):
+    """An append-only, hash-chained event log with per-stream versions.
+
+    Writes are async and return once durable; reads are sync and cheap. Every
+    implementation passes ``z8.testing.JournalConformance``.
+    """
+
+    def __init__(self, types: TypeRegistry | None, label: str) -> None:
+        self._types = types if types is not None else TypeRegistry()
+        self._label = label
+        self._closed = False
+        self._notifier = Notifier()
+        self._lifecycle = threading.Lock()
+
+    # --- lifecycle -------------------------------------------------------------------
+
+    @property
+    def types(self) -> TypeRegistry:
+        """The registry used to encode appended events and decode payloads."""
+        return self._types
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """Finish the writes already submitted, end subscriptions, release the store.
+
+        Idempotent. Any later call raises :class:`~z8.errors.JournalClosed`.
+        """
+        with self._lifecycle:
+            if self._closed:
+                return
+            self._closed = True
+        self._close()
+        self._notifier.close()
+
+    async def aclose(self) -> None:
+        """``close()`` without blocking the event loop while the writer drains."""
+        await anyio.to_thread.run_sync(self.close)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Journal:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise JournalClosed(self._label)
+
+    # --- writes ----------------------------------------------------------------------
+
+    async def append(
+        self,
+        stream: str,
+        events: Sequence[Any],
+        expected_version: Expected = ANY,
+        *,
+        causation_id: str | None = None,
+        correlation_id: str | None = None,
+        actor: str | None = None,
+        allow_reserved: bool = False,
+    ) -> list[Envelope]:
+        """Append ``events`` to ``stream`` atomically; return their envelopes once durable.
+
+        Raises :class:`~z8.errors.WrongExpectedVersion` (naming expected and actual) if
+        the stream is not at ``expected_version``; nothing of a rejected append is
+        written. ``allow_reserved`` is for the runtime's own ``$``-streams. Cancelling
+        the caller after submission does not withdraw the append.
+        """
+        return await self.append_many(
+            [Append(stream, events, expected_version)],
+            causation_id=causation_id, correlation_id=correlation_id, actor=actor,
+            allow_reserved=allow_reserved,
+        )
+
+    async def append_many(
+        self,
+        appends: Sequence[Append],
+        *,
+        causation_id: str | None = None,
+        correlation_id: str | None = None,
+        actor: str | None = None,
+        allow_reserved: bool = False,
+    ) -> list[Envelope]:
+        """Append to several streams in one atomic, durable write.
+
+        Either every part is written (in the order given, positions consecutive) or,
+        if any part's expected version fails, none is.
+        """
+        op = self._prepare(appends, causation_id, correlation_id, actor, allow_reserved)
+        return await self._execute(op)  # type: ignore[return-value]
+
+    def _prepare(
+        self,
+        appends: Sequence[Append],
+        causation_id: object,
+        correlation_id: object,
+        actor: object,
+        allow_reserved: bool,
+    ) -> AppendOp:
+        self._check_open()
+        if isinstance(appends, (str, bytes)) or not isinstance(appends, Sequence) or not appends:
+            raise InvalidEvent("append_many needs a non-empty list of Append(stream, events, expected_version)")
+        for name, value in (("causation_id", causation_id), ("correlation_id", correlation_id), ("actor", actor)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidArgument(f"{name} must be a str or None, got {type(value).__name__}")
+        encode = self._types.encode
+        parts = []
+        for item in appends:
+            if not isinstance(item, Append):
+                raise InvalidEvent(f"append_many takes Append(...) items, got {type(item).__name__}")
+            stream = check_stream(item.stream, allow_reserved=allow_reserved)
+            expected = check_expected(item.expected_version)
+            events = item.events
+            if isinstance(events, (str, bytes, msgspec.Struct)) or not isinstance(events, Sequence):
+                raise InvalidEvent(f"events for {stream!r} must be a list of events, got {type(events).__name__}")
+            if not events:
+                raise InvalidEvent(f"no events to append to {stream!r}; pass at least one")
+            parts.append(StreamAppend(stream, expected, [encode(event) for event in events]))
+        return AppendOp(parts, causation_id, correlation_id, actor)  # type: ignore[arg-type]
+
+    async def save_snapshot(self, stream: str, version: int, state: bytes, schema: int = 1) -> bool:
+        """Store ``state`` as ``stream``'s folded state at ``version``.
+
+        Keeps the newest snapshot per stream: returns False (and keeps the stored one)
+        when a snapshot at a later version already exists. Raises
+        :class:`~z8.errors.InvalidSnapshot` for a version beyond the stream's head.
+        """
+        self._check_open()
+        check_stream(stream, allow_reserved=True)
+        check_count("version", version, minimum=1)
+        check_count("schema", schema, minimum=1)
+        if not isinstance(state, bytes):
+            raise InvalidSnapshot(f"snapshot state must be bytes (e.g. msgspec-encoded), got {type(state).__name__}")
+        return await self._execute(SnapshotOp(stream, version, schema, state))  # type: ignore[return-value]
+
+    async def ack(self, name: str, position: int) -> int:
+        """Durably record that cursor ``name`` has processed everything up to ``position``.
+
+        Cursors only move forward; returns the cursor's stored position.
+        """
+        self._check_open()
+        self._check_cursor_name(name)
+        check_count("position", position, minimum=0)
+        return await self._execute(AckOp(name, position))  # type: ignore[return-value]
+
+    # --- reads -----------------------------------------------------------------------
+
+    def read_stream(
+        self, stream: str, from_version: int | None = None, *, backward: bool = False, limit: int | None = None
+    ) -> list[Envelope]:
+        """Events of ``stream`` from ``from_version`` (default: first, or last when backward)."""
+        self._check_open()
+        check_stream(stream, allow_reserved=True)
+        check_count("from_version", from_version, minimum=1, optional=True)
+        check_count("limit", limit, minimum=0, optional=True)
+        return self._read_stream(stream, from_version, backward, limit)
+
+    def read_all(self, from_position: int = 1, limit: int | None = None) -> list[Envelope]:
+        """Events of the whole log in global order, from ``from_position``."""
+        self._check_open()
+        check_count("from_position", from_position, minimum=1)
+        check_count("limit", limit, minimum=0, optional=True)
+        return self._read_all(from_position, limit)
+
+    async def iter_all(self, from_position: int = 1, *, batch_size: int = 1024) -> AsyncIterator[Envelope]:
+        """Iterate the log up to its current head in pages, yielding to the loop between them."""
+        position = check_count("from_position", from_position, minimum=1)
+        batch = check_count("batch_size", batch_size, minimum=1)
+        while True:
+            page = self.read_all(position, batch)
+            for envelope in page:
+                yield envelope
+            if len(page) < batch:  # type: ignore[operator]
+                return
+            position = page[-1].position + 1
+            await anyio.sleep(0)
+
+    async def iter_stream(self, stream: str, from_version: int = 1, *, batch_size: int = 1024) -> AsyncIterator[Envelope]:
+        """Iterate one stream forward in pages, yielding to the loop between them."""
+        version = check_count("from_version", from_version, minimum=1)
+        batch = check_count("batch_size", batch_size, minimum=1)
+        while True:
+            page = self.read_stream(stream, version, limit=batch)
+            for envelope in page:
+                yield envelope
+            if len(page) < batch:  # type: ignore[operator]
+                return
+            version = page[-1].version + 1
+            await anyio.sleep(0)
+
+    def stream_version(self, stream: str) -> int:
+        """The stream's last version (0 when it has no events)."""
+        self._check_open()
+        return self._stream_version(check_stream(stream, allow_reserved=True))
+
+    def head_position(self) -> int:
+        """The position of the last committed event (0 when the journal is empty)."""
+        self._check_open()
+        return self._head()[0]
+
+    def get(self, event_id: str) -> Envelope:
+        """The envelope with this event id, or :class:`~z8.errors.EventNotFound`."""
+        self._check_open()
+        return self._get([self._require(event_id)])[0]
+
+    def load_snapshot(self, stream: str) -> Snapshot | None:
+        """The newest snapshot saved for ``stream``, or None."""
+        self._check_open()
+        return self._load_snapshot(check_stream(stream, allow_reserved=True))
+
+    def cursor(self, name: str) -> int:
+        """The last position acked by the named cursor (0 when never acked)."""
+        self._check_open()
+        self._check_cursor_name(name)
+        return self._cursor(name)
+
+    def decode(self, envelope: Envelope) -> Any:
+        """The envelope's payload as its registered Struct, upcast to the current schema."""
+        return self._types.decode(envelope.type, envelope.schema, envelope.data)
+
+    # --- subscriptions -----------------------------------------------------------------
+
+    def subscribe(
+        self,
+        from_position: int = 1,
+        *,
+        name: str | None = None,
+        types: Collection[str] | None = None,
+        stream_prefix: str | None = None,
+        batch_size: int = 512,
+    ) -> Subscription:
+        """An async iterator over the log from ``from_position`` that then follows the live tail.
+
+        Commits in this process wake it at once; another process's commits are seen
+        within 100 ms. With ``name``, it resumes after the position stored by
+        ``ack()`` (at-least-once, in order) and ``from_position`` applies only to a
+        cursor never acked. ``types``/``stream_prefix`` filter what is delivered.
+        """
+        self._check_open()
+        start = check_count("from_position", from_position, minimum=1)
+        if name is not None:
+            self._check_cursor_name(name)
+            acked = self._cursor(name)
+            if acked:
+                start = acked + 1
+        if stream_prefix is not None and not isinstance(stream_prefix, str):
+            raise InvalidArgument("stream_prefix must be a str")
+        check_count("batch_size", batch_size, minimum=1)
+        wanted = frozenset(types) if types is not None else None
+        return Subscription(self, self._notifier, start, name, wanted, stream_prefix, batch_size)  # type: ignore[arg-type]
+
+    @staticmethod
+    def _check_cursor_name(name: object) -> None:
+        if not isinstance(name, str) or not name or len(name.encode()) > 255:
+            raise InvalidArgument(f"cursor name must be a non-empty str of at most 255 bytes, got {name!r}")
+
+    # --- provenance --------------------------------------------------------------------
+
+    def causes(self, event_id: str) -> list[Envelope]:
+        """The causation chain of an event, origin first, the event itself last.
+
+        The walk stops at the first ``causation_id`` that names no event (a command id,
+        say). Follows an index per step: cost is the chain's length, not the log's.
+        """
+        self._check_open()
+        chain = self._get([self._require(event_id)])
+        seen = {event_id}
+        while (cause := chain[-1].causation_id) is not None and cause not in seen:
+            seen.add(cause)
+            position = self._position_of(cause)
+            if position is None:
+                break
+            chain.extend(self._get([position]))
+        chain.reverse()
+        return chain
+
+    def effects(self, event_id: str) -> list[Envelope]:
+        """Everything an event set in motion: its consequences, transitively, in log order."""
+        self._check_open()
+        self._require(event_id)
+        found: set[int] = set()
+        frontier = [event_id]
+        while frontier:
+            children = [p for cause in frontier for p in self._caused_by(cause) if p not in found]
+            found.update(children)
+            frontier = [envelope.event_id for envelope in self._get(children)]
+        return self._get(sorted(found))
+
+    def trace(self, correlation_id: str) -> list[Envelope]:
+        """Every event carrying ``correlation_id``, in log order."""
+        self._check_open()
+        if not isinstance(correlation_id, str):
+            raise InvalidArgument("correlation_id must be a str")
+        return self._get(self._correlated(correlation_id))
+
+    def _require(self, event_id: object) -> int:
+        if not isinstance(event_id, str):
+            raise InvalidArgument(f"event id must be a str, got {type(event_id).__name__}")
+        position = self._position_of(event_id)
+        if position is None:
+            raise EventNotFound(f"no event with id {event_id!r} in this journal")
+        return position
+
+    # --- verification ------------------------------------------------------------------
+
+    def verify(self) -> VerifyReport:
+        """Walk the whole log and check every record's hash, link, position and version.
+
+        Reports the first position that does not reconcile: an altered byte, a dropped
+        event (a missing position, or a log shorter than its recorded head), two events
+        swapped, a stream version out of order.
+        """
+        self._check_open()
+        recorded_head, recorded_hash = self._head()
+        prev, position, versions = GENESIS_HASH, 0, {}
+        while page := self._records(position + 1, _VERIFY_PAGE):
+            for key, record in page:
+                due = position + 1
+                reason = _check_one(key, due, record, prev, versions)
+                if reason is not None:
+                    return VerifyReport(False, position, due, reason, recorded_head, recorded_hash)
+                position, prev = due, record[-32:]
+        if position < recorded_head:
+            return VerifyReport(
+                False, position, position + 1,
+                f"the log ends at position {position} but its recorded head is {recorded_head}: "
+                "events were dropped from the end", recorded_head, recorded_hash,
+            )
+        if position == recorded_head and prev != recorded_hash:
+            return VerifyReport(
+                False, position - 1, position,
+                "the last event's hash differs from the recorded head hash", recorded_head, recorded_hash,
+            )
+        return VerifyReport(True, position, None, None, position, prev)
+
+    # --- backend primitives ------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def _execute(self, op: Op) -> object:
+        """Commit one write op durably (grouped with others as the backend likes)."""
+
+    @abc.abstractmethod
+    def _close(self) -> None: ...
+
+    @abc.abstractmethod
+    def _read_stream(self, stream: str, from_version: int | None, backward: bool, limit: int | None) -> list[Envelope]: ...
+
+    @abc.abstractmethod
+    def _read_all(self, from_position: int, limit: int | None) -> list[Envelope]: ...
+
+    @abc.abstractmethod
+    def _records(self, from_position: int, limit: int) -> list[tuple[int, bytes]]:
+        """Raw stored (position, record) pairs in key order, for verification."""
+
+    @abc.abstractmethod
+    def _stream_version(self, stream: str) -> int: ...
+
+    @abc.abstractmethod
+    def _head(self) -> tuple[int, bytes]:
+        """The recorded head: last committed position and its hash."""
+
+    @abc.abstractmethod
+    def _get(self, positions: Sequence[int]) -> list[Envelope]: ...
+
+    @abc.abstractmethod
+    def _position_of(self, event_id: str) -> int | None: ...
+
+    @abc.abstractmethod
+    def _caused_by(self, event_id: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def _correlated(self, correlation_id: str) -> list[int]: ...
+
+    @abc.abstractmethod
+    def _load_snapshot(self, stream: str) -> Snapshot | None: ...
+
+    @abc.abstractmethod
+    def _cursor(self, name: str) -> int: ...
+
+
+def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> str | None:
+    """Why the record stored under ``key`` fails to be position ``due``, or None."""
+    if key != due:
+        return f"position {due} is missing (the next stored event is at {key}): an event was dropped"
+    reason = check_record(record)
+    if reason is not None:
+        return reason
+    try:
+        envelope = decode_record(record)
+    except msgspec.DecodeError as exc:
+        return f"the record does not decode as an envelope: {exc}"
+    if envelope.position != due:
+        return f"the event stored at position {due} says it is position {envelope.position}: events were moved or swapped"
+    if envelope.prev_hash != prev:
+        return f"chain link broken: prev_hash does not match the hash of position {due - 1}"
+    version = versions.get(envelope.stream, 0) + 1
+    if envelope.version != version:
+        return f"stream {envelope.stream!r} has version {envelope.version} here where {version} was due"
+    versions[envelope.stream] = version
+    return None
