@@ -380,9 +380,10 @@ class Journal(abc.ABC):
         while page := self._records(position + 1, _VERIFY_PAGE):
             for key, record in page:
                 due = position + 1
-                reason = _check_one(key, due, record, prev, versions)
-                if reason is not None:
-                    return VerifyReport(False, position, due, reason, recorded_head, recorded_hash)
+                failure = _check_one(key, due, record, prev, versions)
+                if failure is not None:
+                    bad, reason = failure
+                    return VerifyReport(False, bad - 1, bad, reason, recorded_head, recorded_hash)
                 position, prev = due, record[-32:]
         if position < recorded_head:
             return VerifyReport(
@@ -442,23 +443,30 @@ class Journal(abc.ABC):
     def _cursor(self, name: str) -> int: ...
 
 
-def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> str | None:
-    """Why the record stored under ``key`` fails to be position ``due``, or None."""
+def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> tuple[int, str] | None:
+    """(first bad position, why) if the record stored under ``key`` fails to be ``due``."""
     if key != due:
-        return f"position {due} is missing (the next stored event is at {key}): an event was dropped"
+        return due, f"position {due} is missing (the next stored event is at {key}): an event was dropped"
     reason = check_record(record)
     if reason is not None:
-        return reason
+        return due, reason
     try:
         envelope = decode_record(record)
     except msgspec.DecodeError as exc:
-        return f"the record does not decode as an envelope: {exc}"
+        return due, f"the record does not decode as an envelope: {exc}"
     if envelope.position != due:
-        return f"the event stored at position {due} says it is position {envelope.position}: events were moved or swapped"
+        return due, f"the event stored at position {due} says it is position {envelope.position}: events were moved or swapped"
     if envelope.prev_hash != prev:
-        return f"chain link broken: prev_hash does not match the hash of position {due - 1}"
+        if due == 1:
+            return due, "the first event's prev_hash is not the genesis hash"
+        # This record's own hash holds, so the prev_hash it carries is the one written
+        # with it: the event before it is the one that changed (rewritten and re-sealed).
+        return due - 1, (
+            f"the event at position {due - 1} was rewritten: its hash is not the prev_hash "
+            f"that position {due} recorded for it"
+        )
     version = versions.get(envelope.stream, 0) + 1
     if envelope.version != version:
-        return f"stream {envelope.stream!r} has version {envelope.version} here where {version} was due"
+        return due, f"stream {envelope.stream!r} has version {envelope.version} here where {version} was due"
     versions[envelope.stream] = version
     return None

@@ -293,6 +293,15 @@ class LmdbJournal(Journal):
         with _open_paths_lock:
             _open_paths.discard(self.path)
 
+    def _rewrite_record(self, position: int, record: bytes | None) -> None:
+        """Overwrite (or delete, with None) the stored record at ``position``, bypassing
+        every rule. Exists only so tests and demos can prove ``verify()`` catches it."""
+        with self._gate.txn(), self._env.begin(write=True) as txn:
+            if record is None:
+                txn.delete(position_key(position), db=self._dbs["events"])
+            else:
+                txn.put(position_key(position), record, db=self._dbs["events"])
+
     # --- reads -------------------------------------------------------------------------
 
     def _read(self, fn: Callable[[Any], T]) -> T:
