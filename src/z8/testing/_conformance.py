@@ -31,14 +31,20 @@ __all__ = ["JournalConformance", "Opened", "Deposited", "Withdrawn", "conformanc
 
 
 class Opened(msgspec.Struct, frozen=True):
+    """Sample event: an account was opened."""
+
     owner: str
 
 
 class Deposited(msgspec.Struct, frozen=True):
+    """Sample event: money came in."""
+
     amount: int
 
 
 class Withdrawn(msgspec.Struct, frozen=True):
+    """Sample event: money went out."""
+
     amount: int
 
 

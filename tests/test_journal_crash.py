@@ -1,0 +1,218 @@
+"""kill -9 durability: an append that returned is in the journal, exactly once, after any crash.
+
+A real child process (``tests/_procs/journal_crash_writer.py``) appends to a real LMDB
+journal from several concurrent tasks (so group commits form) and prints one line per
+append that *returned*. The parent SIGKILLs it at a random moment — sometimes while it
+is still importing or opening the journal, usually after a random number of
+acknowledged appends — then reopens the journal and checks every acknowledged event is
+stored once, where the child was told it was, with gap-free versions and positions and
+a valid hash chain. The same directory takes every kill, so damage would accumulate.
+
+Set ``Z8_CRASH_SEED`` to replay a failing run (the seed is in every failure message).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import select
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from z8.journal import open_journal
+
+WRITER = Path(__file__).parent / "_procs" / "journal_crash_writer.py"
+STARTUP_TIMEOUT = 30.0
+EARLY_KILL_SHARE = 0.15
+"""Share of kills that land at a random moment after spawn, without waiting for READY."""
+
+Acked = dict[str, tuple[str, str, int, int]]
+"""token -> (event_id, stream, version, position) as the returned envelopes said."""
+
+
+class _ChildOutput:
+    """Complete stdout lines of a child, read with a deadline (never blocks forever)."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self._fd = proc.stdout.fileno()
+        self._partial = b""
+        self.lines: list[bytes] = []
+        self.eof = False
+
+    def read_until(self, count: int, deadline: float) -> None:
+        while len(self.lines) < count and not self.eof:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"child printed {len(self.lines)} lines, waited for {count}")
+            ready, _, _ = select.select([self._fd], [], [], remaining)
+            if ready:
+                self._feed(os.read(self._fd, 1 << 16))
+
+    def drain(self, deadline: float) -> None:
+        self.read_until(sys.maxsize, deadline)
+
+    def _feed(self, data: bytes) -> None:
+        if not data:
+            self.eof = True
+            return
+        *complete, self._partial = (self._partial + data).split(b"\n")
+        self.lines.extend(complete)
+
+
+def _kill_one_child(path: Path, durability: str, run: int, rng: random.Random, stderr_file: Path, ctx: str) -> list[dict]:
+    """Start a writer, SIGKILL it at a random moment, return its acknowledged appends."""
+    with open(stderr_file, "wb") as stderr:
+        proc = subprocess.Popen(
+            [sys.executable, str(WRITER), str(path), durability, str(run), str(rng.randrange(1 << 30))],
+            stdout=subprocess.PIPE, stderr=stderr, bufsize=0,
+        )
+    output = _ChildOutput(proc)
+    try:
+        if rng.random() < EARLY_KILL_SHARE:
+            time.sleep(rng.uniform(0.0, 0.35))  # lands in import, open, or the first appends
+        else:
+            output.read_until(1 + rng.randint(0, 40), time.monotonic() + STARTUP_TIMEOUT)
+            if rng.random() < 0.5:
+                time.sleep(rng.uniform(0.0, 0.005))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+        output.drain(time.monotonic() + 30)  # lines already in the pipe were acknowledged too
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        proc.stdout.close()  # type: ignore[union-attr]
+    if proc.returncode != -signal.SIGKILL:
+        pytest.fail(
+            f"{ctx}: the writer exited with {proc.returncode} before it was killed:\n"
+            f"{stderr_file.read_text(errors='replace')[-4000:]}"
+        )
+    lines = output.lines
+    if lines and lines[0] == b"READY":
+        lines = lines[1:]
+    assert b"READY" not in lines, f"{ctx}: READY printed twice"
+    parsed = [json.loads(line) for line in lines]
+    errors = [p["error"] for p in parsed if "error" in p]
+    assert not errors, f"{ctx}: the writer reported {errors}"
+    return parsed
+
+
+def _record_acks(lines: list[dict], acked: Acked, ctx: str) -> int:
+    """Check each returned append is internally sound and add its events to ``acked``."""
+    count = 0
+    for line in lines:
+        events = line["events"]
+        assert events, f"{ctx}: an append returned no envelopes: {line}"
+        positions = [e[4] for e in events]
+        assert positions == list(range(positions[0], positions[0] + len(events))), (
+            f"{ctx}: one append's positions are not consecutive: {line}"
+        )
+        last_version: dict[str, int] = {}
+        for token, event_id, stream, version, position in events:
+            if stream in last_version:
+                assert version == last_version[stream] + 1, f"{ctx}: versions not consecutive within an append: {line}"
+            last_version[stream] = version
+            assert token not in acked, f"{ctx}: token {token} acknowledged twice"
+            acked[token] = (event_id, stream, version, position)
+            count += 1
+        if "expected" in line:
+            assert events[0][3] == line["expected"] + 1, (
+                f"{ctx}: an append expecting version {line['expected']} was written at version {events[0][3]}"
+            )
+    return count
+
+
+def _check_journal(path: Path, acked: Acked, runs_acked: dict[int, set[str]], history: list[str], ctx: str) -> list[str]:
+    """Reopen the journal after a crash and check it; return the log's event ids."""
+    journal = open_journal(path)
+    try:
+        report = journal.verify()
+        assert report.ok, f"{ctx}: verify() failed: {report}"
+        head = journal.head_position()
+        log = journal.read_all()
+        assert [e.position for e in log] == list(range(1, head + 1)), f"{ctx}: positions are not gap-free 1..{head}"
+        assert report.head_position == head and report.checked == head, f"{ctx}: {report} vs head {head}"
+        if log:
+            assert report.head_hash == log[-1].hash, f"{ctx}: verify's head hash is not the last event's hash"
+
+        ids = [e.event_id for e in log]
+        assert ids[: len(history)] == history, f"{ctx}: events seen after an earlier crash changed or vanished"
+        assert len(set(ids)) == len(ids), f"{ctx}: an event id is stored twice"
+
+        by_token = {}
+        versions: dict[str, int] = defaultdict(int)
+        per_stream: dict[str, list[str]] = defaultdict(list)
+        for envelope in log:
+            versions[envelope.stream] += 1
+            assert envelope.version == versions[envelope.stream], (
+                f"{ctx}: {envelope.stream!r} has version {envelope.version} at position {envelope.position}, "
+                f"{versions[envelope.stream]} was due"
+            )
+            per_stream[envelope.stream].append(envelope.event_id)
+            token = msgspec.msgpack.decode(envelope.data)["token"]
+            assert token not in by_token, f"{ctx}: payload {token} is stored twice (an append was applied twice)"
+            by_token[token] = envelope
+        for stream, count in versions.items():
+            assert journal.stream_version(stream) == count, f"{ctx}: stream_version({stream!r}) disagrees with the log"
+            assert [e.event_id for e in journal.read_stream(stream)] == per_stream[stream], (
+                f"{ctx}: read_stream({stream!r}) disagrees with the log"
+            )
+
+        lost = sorted(token for token in acked if token not in by_token)
+        assert not lost, f"{ctx}: {len(lost)} acknowledged events are missing, e.g. {lost[:5]}"
+        for token, (event_id, stream, version, position) in acked.items():
+            envelope = by_token[token]
+            assert (envelope.event_id, envelope.stream, envelope.version, envelope.position) == (
+                event_id, stream, version, position
+            ), f"{ctx}: acknowledged {token} as {(event_id, stream, version, position)}, stored as {envelope}"
+        for run, tokens in runs_acked.items():
+            traced = {e.event_id for e in journal.trace(f"run-{run}")}
+            missing = [t for t in tokens if acked[t][0] not in traced]
+            assert not missing, f"{ctx}: trace('run-{run}') misses acknowledged events {missing[:5]}"
+        return ids
+    finally:
+        journal.close()
+
+
+def _crash_storm(tmp_path: Path, durability: str, kills: int) -> None:
+    seed = int(os.environ.get("Z8_CRASH_SEED", random.randrange(1 << 32)))
+    rng = random.Random(seed)
+    path = tmp_path / "journal"
+    acked: Acked = {}
+    history: list[str] = []
+    total_acked = 0
+    started = time.monotonic()
+    for run in range(kills):
+        ctx = f"Z8_CRASH_SEED={seed} durability={durability} kill #{run + 1}/{kills}"
+        lines = _kill_one_child(path, durability, run, rng, tmp_path / f"writer-{run}.stderr", ctx)
+        before = set(acked)
+        total_acked += _record_acks(lines, acked, ctx)
+        history = _check_journal(path, acked, {run: set(acked) - before}, history, ctx)
+    print(
+        f"\n{durability}: {kills} kills, {total_acked} acknowledged events, {len(history)} in the log "
+        f"(the rest committed but unacknowledged when killed), {time.monotonic() - started:.1f}s, seed {seed}"
+    )
+    assert total_acked > 0, "no append was ever acknowledged: the test proved nothing"
+    assert len(history) >= total_acked
+
+
+@pytest.mark.parametrize("durability", ["sync", "fast"])
+def test_acknowledged_appends_survive_sigkill(tmp_path: Path, durability: str) -> None:
+    """``fast`` skips fsync, but a process crash leaves the OS holding the pages: nothing
+    acknowledged may be lost in either mode."""
+    _crash_storm(tmp_path, durability, kills=25 if durability == "sync" else 15)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("durability", ["sync", "fast"])
+def test_acknowledged_appends_survive_sigkill_storm(tmp_path: Path, durability: str) -> None:
+    _crash_storm(tmp_path, durability, kills=200)
