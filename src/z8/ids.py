@@ -35,25 +35,30 @@ class UuidV7:
 
     def next_int(self) -> int:
         """Return a new UUIDv7 as a 128-bit int (greater than every earlier one)."""
-        rand = int.from_bytes(os.urandom(10), "big")
+        return self._ints(1)[0]
+
+    def many(self, count: int) -> list[str]:
+        """Return ``count`` new ids, in increasing order (one clock read, one lock)."""
+        return [_format(value) for value in self._ints(count)]
+
+    def _ints(self, count: int) -> list[int]:
+        randoms = os.urandom(8 * count + 2)
+        seed = int.from_bytes(randoms[-2:], "big") & 0x7FF  # top bit clear: room to count up
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms > self._last_ms:
-                self._last_ms = ms
-                self._counter = (rand >> 64) & 0x7FF  # top bit clear: room to count up
-            else:
+                self._last_ms, self._counter = ms, seed - 1
+            values = []
+            for i in range(count):
                 self._counter += 1
                 if self._counter > _COUNTER_MAX:
                     self._last_ms += 1  # borrow the next millisecond (RFC 9562 §6.2)
                     self._counter = 0
-            ms, counter = self._last_ms, self._counter
-        return (
-            (ms & 0xFFFF_FFFF_FFFF) << 80
-            | 0x7 << 76
-            | counter << 64
-            | 0b10 << 62
-            | rand & 0x3FFF_FFFF_FFFF_FFFF
-        )
+                values.append(
+                    (self._last_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | self._counter << 64 | 0b10 << 62
+                    | int.from_bytes(randoms[8 * i : 8 * i + 8], "big") & 0x3FFF_FFFF_FFFF_FFFF
+                )
+        return values
 
 
 def _format(value: int) -> str:

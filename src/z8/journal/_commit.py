@@ -61,8 +61,12 @@ class WriteView(Protocol):
         """Head position and its hash ((0, GENESIS_HASH) when empty)."""
 
     def stream_version(self, stream: str) -> int: ...
-    def put_event(self, envelope: Envelope, record: bytes) -> None: ...
-    def put_heads(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None: ...
+    def put_event(self, envelope: Envelope, record: bytes) -> None:
+        """Stage an event; staged events are written by ``flush``."""
+
+    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
+        """Write the staged events, the stream heads and the log head."""
+
     def get_snapshot(self, stream: str) -> Snapshot | None: ...
     def put_snapshot(self, snapshot: Snapshot) -> None: ...
     def get_cursor(self, name: str) -> int: ...
@@ -72,9 +76,9 @@ class WriteView(Protocol):
 class Batch:
     """The operations of one write transaction, applied in arrival order."""
 
-    def __init__(self, view: WriteView, new_id: Callable[[], str]) -> None:
+    def __init__(self, view: WriteView, new_ids: Callable[[int], list[str]]) -> None:
         self._view = view
-        self._new_id = new_id
+        self._new_ids = new_ids
         self._position, self._prev_hash = view.last()
         self._versions: dict[str, int] = {}
         self._heads: dict[str, tuple[int, int, bytes]] = {}
@@ -96,9 +100,9 @@ class Batch:
             return rejection
 
     def finish(self) -> None:
-        """Write the stream heads and the log head touched by this batch."""
+        """Write the events, stream heads and log head of this batch (before commit)."""
         if self._heads:
-            self._view.put_heads(self._heads, (self._position, self._prev_hash))
+            self._view.flush(self._heads, (self._position, self._prev_hash))
 
     def _version(self, stream: str) -> int:
         version = self._versions.get(stream)
@@ -119,9 +123,10 @@ class Batch:
 
     def _append(self, op: AppendOp) -> list[Envelope]:
         self._check(op)
-        view, new_id = self._view, self._new_id
+        view = self._view
         position, prev_hash = self._position, self._prev_hash
         recorded_at = time.time_ns()
+        ids = iter(self._new_ids(sum(len(part.events) for part in op.parts)))
         written: list[Envelope] = []
         for part in op.parts:
             stream = part.stream
@@ -130,7 +135,7 @@ class Batch:
                 position += 1
                 version += 1
                 envelope, record = seal(
-                    new_id(), stream, version, position, type_, data, op.causation_id,
+                    next(ids), stream, version, position, type_, data, op.causation_id,
                     op.correlation_id, op.actor, recorded_at, schema, prev_hash,
                 )
                 view.put_event(envelope, record)

@@ -198,7 +198,7 @@ class LmdbJournal(Journal):
             raise JournalPathError(f"cannot open journal at {path!r}: {exc}") from exc
         self._env.reader_check()  # free reader slots left by processes that died
         self._dbs = self._open_dbs()
-        self._new_id = UuidV7()
+        self._new_ids = UuidV7().many
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"z8-journal-writer:{path}", daemon=True)
         self._writer.start()
@@ -225,8 +225,9 @@ class LmdbJournal(Journal):
     async def _execute(self, op: Op) -> object:
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self._check_open()
-        self._queue.put((op, loop, future))
+        with self._lifecycle:  # close() cannot slip its stop marker in ahead of this op
+            self._check_open()
+            self._queue.put((op, loop, future))
         return await future
 
     def _write_loop(self) -> None:
@@ -262,7 +263,7 @@ class LmdbJournal(Journal):
         while True:
             try:
                 with self._gate.txn(), self._env.begin(write=True) as txn:
-                    batch = Batch(_LmdbView(txn, self._dbs), self._new_id)
+                    batch = Batch(_LmdbView(txn, self._dbs), self._new_ids)
                     results = [batch.run(op) for op in ops]
                     batch.finish()
                 return results  # the with-block committed (fsync when durable)
@@ -413,54 +414,69 @@ class LmdbJournal(Journal):
 
 
 class _LmdbView:
-    """The write transaction as ``_commit.Batch`` sees it."""
+    """The write transaction as ``_commit.Batch`` sees it; events are staged and
+    written per database with ``putmulti`` at ``flush``."""
 
-    __slots__ = ("_txn", "_events", "_streams", "_heads", "_ids", "_caused", "_correlated", "_snapshots", "_cursors", "_meta")
+    __slots__ = ("_txn", "_dbs", "_events", "_streams", "_ids", "_caused", "_correlated", "_prefixes")
 
     def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
-        self._txn = txn
-        self._events = txn.cursor(db=dbs["events"])
-        self._streams, self._heads, self._ids = dbs["streams"], dbs["heads"], dbs["ids"]
-        self._caused, self._correlated = dbs["caused"], dbs["correlated"]
-        self._snapshots, self._cursors, self._meta = dbs["snapshots"], dbs["cursors"], dbs["meta"]
+        self._txn, self._dbs = txn, dbs
+        self._events: list[tuple[bytes, bytes]] = []
+        self._streams: list[tuple[bytes, bytes]] = []
+        self._ids: list[tuple[bytes, bytes]] = []
+        self._caused: list[tuple[bytes, bytes]] = []
+        self._correlated: list[tuple[bytes, bytes]] = []
+        self._prefixes: dict[str, bytes] = {}
 
     def last(self) -> tuple[int, bytes]:
-        return _unpack_head(self._txn.get(_HEAD_KEY, db=self._meta))
+        return _unpack_head(self._txn.get(_HEAD_KEY, db=self._dbs["meta"]))
 
     def stream_version(self, stream: str) -> int:
-        value = self._txn.get(stream.encode(), db=self._heads)
+        value = self._txn.get(stream.encode(), db=self._dbs["heads"])
         return int.from_bytes(value[:8], "big") if value else 0
 
     def put_event(self, envelope: Envelope, record: bytes) -> None:
-        txn, key = self._txn, position_key(envelope.position)
-        if not self._events.put(key, record, append=True):
-            raise JournalCorrupt(f"position {envelope.position} already holds an event; run verify()")
-        txn.put(stream_key(stream_prefix(envelope.stream), envelope.version), key, db=self._streams)
-        txn.put(envelope.event_id.encode(), key, db=self._ids)
+        key = position_key(envelope.position)
+        prefix = self._prefixes.get(envelope.stream)
+        if prefix is None:
+            prefix = self._prefixes[envelope.stream] = stream_prefix(envelope.stream)
+        self._events.append((key, record))
+        self._streams.append((stream_key(prefix, envelope.version), key))
+        self._ids.append((envelope.event_id.encode(), key))
         if envelope.causation_id is not None:
-            txn.put(envelope.causation_id.encode(), key, db=self._caused)
+            self._caused.append((envelope.causation_id.encode(), key))
         if envelope.correlation_id is not None:
-            txn.put(envelope.correlation_id.encode(), key, db=self._correlated)
+            self._correlated.append((envelope.correlation_id.encode(), key))
 
-    def put_heads(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
-        txn = self._txn
-        for stream, (version, position, digest) in heads.items():
-            txn.put(stream.encode(), version.to_bytes(8, "big") + position.to_bytes(8, "big") + digest, db=self._heads)
-        txn.put(_HEAD_KEY, last[0].to_bytes(8, "big") + last[1], db=self._meta)
+    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
+        txn, dbs = self._txn, self._dbs
+        added, _ = txn.cursor(db=dbs["events"]).putmulti(self._events, append=True)
+        if added != len(self._events):
+            raise JournalCorrupt("a position being written already holds an event; run verify()")
+        txn.cursor(db=dbs["streams"]).putmulti(self._streams)
+        txn.cursor(db=dbs["ids"]).putmulti(self._ids)
+        if self._caused:
+            txn.cursor(db=dbs["caused"]).putmulti(self._caused)
+        if self._correlated:
+            txn.cursor(db=dbs["correlated"]).putmulti(self._correlated)
+        txn.cursor(db=dbs["heads"]).putmulti(
+            [(s.encode(), v.to_bytes(8, "big") + p.to_bytes(8, "big") + h) for s, (v, p, h) in heads.items()]
+        )
+        txn.put(_HEAD_KEY, last[0].to_bytes(8, "big") + last[1], db=dbs["meta"])
 
     def get_snapshot(self, stream: str) -> Snapshot | None:
-        value = self._txn.get(stream.encode(), db=self._snapshots)
+        value = self._txn.get(stream.encode(), db=self._dbs["snapshots"])
         return _decode_snapshot(value) if value else None
 
     def put_snapshot(self, snapshot: Snapshot) -> None:
-        self._txn.put(snapshot.stream.encode(), _encode_snapshot(snapshot), db=self._snapshots)
+        self._txn.put(snapshot.stream.encode(), _encode_snapshot(snapshot), db=self._dbs["snapshots"])
 
     def get_cursor(self, name: str) -> int:
-        value = self._txn.get(name.encode(), db=self._cursors)
+        value = self._txn.get(name.encode(), db=self._dbs["cursors"])
         return int.from_bytes(value, "big") if value else 0
 
     def put_cursor(self, name: str, position: int) -> None:
-        self._txn.put(name.encode(), position.to_bytes(8, "big"), db=self._cursors)
+        self._txn.put(name.encode(), position.to_bytes(8, "big"), db=self._dbs["cursors"])
 
 
 def _deliver(items: list[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]], results: list[object]) -> None:

@@ -60,7 +60,7 @@ class _MemoryView:
     def put_event(self, envelope: Envelope, record: bytes) -> None:
         self._events.append((envelope, record))
 
-    def put_heads(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
+    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
         self._heads.update(heads)
         self._head = last
 
@@ -101,13 +101,13 @@ class MemoryJournal(Journal):
         super().__init__(types, "memory")
         self._state = _State()
         self._lock = threading.Lock()
-        self._new_id = UuidV7()
+        self._new_ids = UuidV7().many
 
     async def _execute(self, op: Op) -> object:
         self._check_open()
         with self._lock:
             view = _MemoryView(self._state)
-            batch = Batch(view, self._new_id)
+            batch = Batch(view, self._new_ids)
             result = batch.run(op)
             batch.finish()
             view.commit()
