@@ -372,7 +372,13 @@ class Journal(abc.ABC):
 
         Reports the first position that does not reconcile: an altered byte, a dropped
         event (a missing position, or a log shorter than its recorded head), two events
-        swapped, a stream version out of order.
+        swapped, a stream version out of order, or an event rewritten and re-sealed (its
+        successor's ``prev_hash`` betrays it). Appends may continue meanwhile; the walk
+        covers the log as far as it reaches. It reads every record (about 4 µs each):
+        from async code, run it in a thread (``await anyio.to_thread.run_sync(j.verify)``).
+
+        A forger who rewrites the whole tail *and* the recorded head leaves a valid
+        chain; keep ``head_hash`` somewhere else (a bundle, a notary) to anchor it.
         """
         self._check_open()
         recorded_head, recorded_hash = self._head()

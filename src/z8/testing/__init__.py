@@ -1,14 +1,15 @@
 """The test kit shipped to z8 users.
 
 - :class:`JournalConformance`: the journal contract as a pytest suite; subclass it to
-  check your own ``Journal`` backend.
-- :func:`tamper`, :func:`flip_byte`, :func:`stored_record`: reach under the contract to
-  prove ``verify()`` catches what an attacker with file access could do.
+  check your own ``Journal`` backend (importing it needs pytest).
+- :func:`tamper`, :func:`flip_byte`, :func:`reseal`, :func:`stored_record`: reach under
+  the contract to prove ``verify()`` catches what an attacker with file access could do.
 - pytest fixtures (registered automatically when z8 is installed): ``z8_journal`` (an
   LMDB journal in ``tmp_path``) and ``z8_memory_journal``.
 """
 
-from ._conformance import Deposited, JournalConformance, Opened, Withdrawn, conformance_types
+from typing import Any
+
 from ._journal_kit import flip_byte, reseal, stored_record, tamper
 
 __all__ = [
@@ -22,3 +23,15 @@ __all__ = [
     "stored_record",
     "tamper",
 ]
+
+_NEEDS_PYTEST = {"JournalConformance", "Opened", "Deposited", "Withdrawn", "conformance_types"}
+
+
+def __getattr__(name: str) -> Any:
+    # The conformance suite imports pytest; the tamper helpers must work without it
+    # (the demo uses them on a machine that installed z8 without its dev extra).
+    if name in _NEEDS_PYTEST:
+        from . import _conformance
+
+        return getattr(_conformance, name)
+    raise AttributeError(f"module 'z8.testing' has no attribute {name!r}")
