@@ -31,39 +31,38 @@ class UuidV7:
 
     def __call__(self) -> str:
         """Return a new UUIDv7 in canonical 36-character text form."""
-        return _format(self.next_int())
-
-    def next_int(self) -> int:
-        """Return a new UUIDv7 as a 128-bit int (greater than every earlier one)."""
-        return self._ints(1)[0]
+        return self.many(1)[0]
 
     def many(self, count: int) -> list[str]:
         """Return ``count`` new ids, in increasing order (one clock read, one lock)."""
-        return [_format(value) for value in self._ints(count)]
-
-    def _ints(self, count: int) -> list[int]:
-        randoms = os.urandom(8 * count + 2)
-        seed = int.from_bytes(randoms[-2:], "big") & 0x7FF  # top bit clear: room to count up
+        # 16 random hex digits per id; the first carries the RFC variant (10xx) and two
+        # random bits, the other 15 are random: 62 random bits in all.
+        rand = os.urandom(8 * count + 2).hex()
+        seed = int(rand[-4:], 16) & 0x7FF  # top bit clear: room to count up
+        ids = []
         with self._lock:
             ms = time.time_ns() // 1_000_000
             if ms > self._last_ms:
                 self._last_ms, self._counter = ms, seed - 1
-            values = []
-            for i in range(count):
-                self._counter += 1
-                if self._counter > _COUNTER_MAX:
-                    self._last_ms += 1  # borrow the next millisecond (RFC 9562 §6.2)
-                    self._counter = 0
-                values.append(
-                    (self._last_ms & 0xFFFF_FFFF_FFFF) << 80 | 0x7 << 76 | self._counter << 64 | 0b10 << 62
-                    | int.from_bytes(randoms[8 * i : 8 * i + 8], "big") & 0x3FFF_FFFF_FFFF_FFFF
-                )
-        return values
+            counter, stamp_ms = self._counter, self._last_ms
+            stamp = _stamp(stamp_ms)
+            for i in range(0, 16 * count, 16):
+                counter += 1
+                if counter > _COUNTER_MAX:
+                    stamp_ms, counter = stamp_ms + 1, 0  # borrow the next millisecond (RFC 9562 §6.2)
+                    stamp = _stamp(stamp_ms)
+                ids.append(f"{stamp}{counter:03x}-{_VARIANT[rand[i]]}{rand[i + 1 : i + 4]}-{rand[i + 4 : i + 16]}")
+            self._counter, self._last_ms = counter, stamp_ms
+        return ids
 
 
-def _format(value: int) -> str:
-    h = f"{value:032x}"
-    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+_VARIANT = dict(zip("0123456789abcdef", "89ab89ab89ab89ab"))
+
+
+def _stamp(ms: int) -> str:
+    """The fixed head of every id made in millisecond ``ms``: time, then version 7."""
+    h = f"{ms & 0xFFFF_FFFF_FFFF:012x}"
+    return f"{h[:8]}-{h[8:]}-7"
 
 
 uuid7 = UuidV7()

@@ -61,11 +61,14 @@ class WriteView(Protocol):
         """Head position and its hash ((0, GENESIS_HASH) when empty)."""
 
     def stream_version(self, stream: str) -> int: ...
-    def put_event(self, envelope: Envelope, record: bytes) -> None:
-        """Stage an event; staged events are written by ``flush``."""
-
-    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
-        """Write the staged events, the stream heads and the log head."""
+    def flush(
+        self,
+        events: list[tuple[Envelope, bytes]],
+        heads: dict[str, tuple[int, int, bytes]],
+        last: tuple[int, bytes],
+    ) -> None:
+        """Write a batch's events (in position order) with their index entries, the
+        stream heads and the log head."""
 
     def get_snapshot(self, stream: str) -> Snapshot | None: ...
     def put_snapshot(self, snapshot: Snapshot) -> None: ...
@@ -82,6 +85,7 @@ class Batch:
         self._position, self._prev_hash = view.last()
         self._versions: dict[str, int] = {}
         self._heads: dict[str, tuple[int, int, bytes]] = {}
+        self._staged: list[tuple[Envelope, bytes]] = []
 
     def run(self, op: Op) -> object:
         """Apply ``op``; return its result, or the rejection it raised before writing.
@@ -101,8 +105,8 @@ class Batch:
 
     def finish(self) -> None:
         """Write the events, stream heads and log head of this batch (before commit)."""
-        if self._heads:
-            self._view.flush(self._heads, (self._position, self._prev_hash))
+        if self._staged:
+            self._view.flush(self._staged, self._heads, (self._position, self._prev_hash))
 
     def _version(self, stream: str) -> int:
         version = self._versions.get(stream)
@@ -123,7 +127,7 @@ class Batch:
 
     def _append(self, op: AppendOp) -> list[Envelope]:
         self._check(op)
-        view = self._view
+        staged = self._staged
         position, prev_hash = self._position, self._prev_hash
         recorded_at = time.time_ns()
         ids = iter(self._new_ids(sum(len(part.events) for part in op.parts)))
@@ -138,7 +142,7 @@ class Batch:
                     next(ids), stream, version, position, type_, data, op.causation_id,
                     op.correlation_id, op.actor, recorded_at, schema, prev_hash,
                 )
-                view.put_event(envelope, record)
+                staged.append((envelope, record))
                 prev_hash = envelope.hash
                 written.append(envelope)
             self._versions[stream] = version

@@ -414,19 +414,12 @@ class LmdbJournal(Journal):
 
 
 class _LmdbView:
-    """The write transaction as ``_commit.Batch`` sees it; events are staged and
-    written per database with ``putmulti`` at ``flush``."""
+    """The write transaction as ``_commit.Batch`` sees it."""
 
-    __slots__ = ("_txn", "_dbs", "_events", "_streams", "_ids", "_caused", "_correlated", "_prefixes")
+    __slots__ = ("_txn", "_dbs")
 
     def __init__(self, txn: Any, dbs: dict[str, Any]) -> None:
         self._txn, self._dbs = txn, dbs
-        self._events: list[tuple[bytes, bytes]] = []
-        self._streams: list[tuple[bytes, bytes]] = []
-        self._ids: list[tuple[bytes, bytes]] = []
-        self._caused: list[tuple[bytes, bytes]] = []
-        self._correlated: list[tuple[bytes, bytes]] = []
-        self._prefixes: dict[str, bytes] = {}
 
     def last(self) -> tuple[int, bytes]:
         return _unpack_head(self._txn.get(_HEAD_KEY, db=self._dbs["meta"]))
@@ -435,30 +428,28 @@ class _LmdbView:
         value = self._txn.get(stream.encode(), db=self._dbs["heads"])
         return int.from_bytes(value[:8], "big") if value else 0
 
-    def put_event(self, envelope: Envelope, record: bytes) -> None:
-        key = position_key(envelope.position)
-        prefix = self._prefixes.get(envelope.stream)
-        if prefix is None:
-            prefix = self._prefixes[envelope.stream] = stream_prefix(envelope.stream)
-        self._events.append((key, record))
-        self._streams.append((stream_key(prefix, envelope.version), key))
-        self._ids.append((envelope.event_id.encode(), key))
-        if envelope.causation_id is not None:
-            self._caused.append((envelope.causation_id.encode(), key))
-        if envelope.correlation_id is not None:
-            self._correlated.append((envelope.correlation_id.encode(), key))
-
-    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
+    def flush(
+        self,
+        events: list[tuple[Envelope, bytes]],
+        heads: dict[str, tuple[int, int, bytes]],
+        last: tuple[int, bytes],
+    ) -> None:
         txn, dbs = self._txn, self._dbs
-        added, _ = txn.cursor(db=dbs["events"]).putmulti(self._events, append=True)
-        if added != len(self._events):
+        keys = [position_key(e.position) for e, _ in events]
+        added, _ = txn.cursor(db=dbs["events"]).putmulti(zip(keys, [r for _, r in events]), append=True)
+        if added != len(events):
             raise JournalCorrupt("a position being written already holds an event; run verify()")
-        txn.cursor(db=dbs["streams"]).putmulti(self._streams)
-        txn.cursor(db=dbs["ids"]).putmulti(self._ids)
-        if self._caused:
-            txn.cursor(db=dbs["caused"]).putmulti(self._caused)
-        if self._correlated:
-            txn.cursor(db=dbs["correlated"]).putmulti(self._correlated)
+        prefixes = {stream: stream_prefix(stream) for stream in heads}
+        txn.cursor(db=dbs["streams"]).putmulti(
+            [(stream_key(prefixes[e.stream], e.version), k) for (e, _), k in zip(events, keys)]
+        )
+        txn.cursor(db=dbs["ids"]).putmulti([(e.event_id.encode(), k) for (e, _), k in zip(events, keys)])
+        caused = [(e.causation_id.encode(), k) for (e, _), k in zip(events, keys) if e.causation_id is not None]
+        if caused:
+            txn.cursor(db=dbs["caused"]).putmulti(caused)
+        correlated = [(e.correlation_id.encode(), k) for (e, _), k in zip(events, keys) if e.correlation_id is not None]
+        if correlated:
+            txn.cursor(db=dbs["correlated"]).putmulti(correlated)
         txn.cursor(db=dbs["heads"]).putmulti(
             [(s.encode(), v.to_bytes(8, "big") + p.to_bytes(8, "big") + h) for s, (v, p, h) in heads.items()]
         )

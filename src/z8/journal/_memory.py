@@ -57,10 +57,13 @@ class _MemoryView:
         head = self._state.heads.get(stream)
         return head[0] if head else 0
 
-    def put_event(self, envelope: Envelope, record: bytes) -> None:
-        self._events.append((envelope, record))
-
-    def flush(self, heads: dict[str, tuple[int, int, bytes]], last: tuple[int, bytes]) -> None:
+    def flush(
+        self,
+        events: list[tuple[Envelope, bytes]],
+        heads: dict[str, tuple[int, int, bytes]],
+        last: tuple[int, bytes],
+    ) -> None:
+        self._events = events
         self._heads.update(heads)
         self._head = last
 
