@@ -130,11 +130,10 @@ class Journal(abc.ABC):
         written. ``allow_reserved`` is for the runtime's own ``$``-streams. Cancelling
         the caller after submission does not withdraw the append.
         """
-        return await self.append_many(
-            [Append(stream, events, expected_version)],
-            causation_id=causation_id, correlation_id=correlation_id, actor=actor,
-            allow_reserved=allow_reserved,
+        op = self._prepare(
+            [Append(stream, events, expected_version)], causation_id, correlation_id, actor, allow_reserved
         )
+        return await self._execute(op)  # type: ignore[return-value]
 
     async def append_many(
         self,
