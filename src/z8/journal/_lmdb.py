@@ -357,25 +357,21 @@ class LmdbJournal(Journal):
                 positions.append(bytes(value))
                 if limit is not None and len(positions) >= limit:
                     break
-            events = txn.cursor(db=self._dbs["events"])
-            return [decode_record(events.get(p)) for p in positions]
+            return self._fetch(txn, positions)
 
         if limit == 0:
             return []
         return self._read(read)
 
     def _get(self, positions: Sequence[int]) -> list[Envelope]:
-        def read(txn: Any) -> list[Envelope]:
-            cursor = txn.cursor(db=self._dbs["events"])
-            found = []
-            for position in positions:
-                record = cursor.get(position_key(position))
-                if record is None:
-                    raise JournalCorrupt(f"an index points at position {position}, which is not in the log; run verify()")
-                found.append(decode_record(record))
-            return found
+        return self._read(lambda txn: self._fetch(txn, [position_key(p) for p in positions]))
 
-        return self._read(read)
+    def _fetch(self, txn: Any, keys: list[bytes]) -> list[Envelope]:
+        get = txn.cursor(db=self._dbs["events"]).get  # a Python loop of get() beats getmulti here
+        records = [get(key) for key in keys]
+        if None in records:
+            raise JournalCorrupt("an index points at a position that is not in the log; run verify()")
+        return [decode_record(record) for record in records]
 
     def _stream_version(self, stream: str) -> int:
         value = self._read(lambda txn: _bytes_or_none(txn.get(stream.encode(), db=self._dbs["heads"])))
