@@ -27,6 +27,7 @@ __all__ = [
     "InvalidPosition",
     "TypeRegistrationError",
     "InvalidArgument",
+    "DuplicateEvent",
 ]
 
 
@@ -134,3 +135,18 @@ class TypeRegistrationError(JournalError, ValueError):
 
 class InvalidArgument(Z8Error, ValueError):
     """Raised for an argument of the wrong type or range that no narrower error names."""
+
+
+class DuplicateEvent(JournalError):
+    """Raised by ``append`` when a caller-chosen ``event_id`` is already in the journal.
+
+    Nothing of the rejected append is written. Retrying an append with the same ids is
+    therefore idempotent: this error means the first attempt was committed.
+    """
+
+    def __init__(self, event_id: str) -> None:
+        super().__init__(
+            f"event id {event_id!r} is already in the journal (or twice in this append); "
+            "nothing was written — if this is a retry, the first attempt was committed"
+        )
+        self.event_id = event_id

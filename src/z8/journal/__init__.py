@@ -20,7 +20,7 @@ from ._journal import Append, Journal
 from ._lmdb import DEFAULT_MAP_SIZE, LmdbJournal, open_journal
 from ._memory import MemoryJournal, open_memory_journal
 from ._subscription import Subscription
-from ._types import RawEvent, TypeRegistry, Upcaster
+from ._types import Event, RawEvent, TypeRegistry, Upcaster
 
 __all__ = [
     "ANY",
@@ -31,6 +31,7 @@ __all__ = [
     "DEFAULT_MAP_SIZE",
     "Append",
     "Envelope",
+    "Event",
     "ExpectedVersion",
     "Journal",
     "LmdbJournal",

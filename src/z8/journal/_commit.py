@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from z8.errors import InvalidSnapshot, InvalidPosition, WrongExpectedVersion
+from z8.errors import DuplicateEvent, InvalidPosition, InvalidSnapshot, WrongExpectedVersion
 
 from ._envelope import Envelope, Expected, Snapshot, expectation_holds, seal
 
@@ -22,11 +22,12 @@ __all__ = ["WriteView", "Batch", "StreamAppend", "AppendOp", "SnapshotOp", "AckO
 
 
 class StreamAppend(msgspec.Struct, frozen=True):
-    """One stream's part of an append, payloads already encoded (type, schema, data)."""
+    """One stream's part of an append, payloads already encoded:
+    (type, schema, data, chosen event id or None, own causation id or None)."""
 
     stream: str
     expected: Expected
-    events: list[tuple[str, int, bytes]]
+    events: list[tuple[str, int, bytes, str | None, str | None]]
 
 
 class AppendOp(msgspec.Struct, frozen=True):
@@ -50,7 +51,7 @@ class AckOp(msgspec.Struct, frozen=True):
 
 Op = AppendOp | SnapshotOp | AckOp
 
-REJECTIONS = (WrongExpectedVersion, InvalidSnapshot, InvalidPosition)
+REJECTIONS = (WrongExpectedVersion, DuplicateEvent, InvalidSnapshot, InvalidPosition)
 """Errors an op raises before writing anything: they fail that op alone."""
 
 
@@ -61,6 +62,7 @@ class WriteView(Protocol):
         """Head position and its hash ((0, GENESIS_HASH) when empty)."""
 
     def stream_version(self, stream: str) -> int: ...
+    def has_event(self, event_id: str) -> bool: ...
     def flush(
         self,
         events: list[tuple[Envelope, bytes]],
@@ -86,6 +88,7 @@ class Batch:
         self._versions: dict[str, int] = {}
         self._heads: dict[str, tuple[int, int, bytes]] = {}
         self._staged: list[tuple[Envelope, bytes]] = []
+        self._chosen_ids: set[str] = set()
 
     def run(self, op: Op) -> object:
         """Apply ``op``; return its result, or the rejection it raised before writing.
@@ -124,6 +127,14 @@ class Batch:
             if not expectation_holds(part.expected, actual):
                 raise WrongExpectedVersion(part.stream, part.expected, actual)
             planned[part.stream] = actual + len(part.events)
+        chosen = [event[3] for part in op.parts for event in part.events if event[3] is not None]
+        if chosen:
+            seen = set()
+            for event_id in chosen:
+                if event_id in seen or event_id in self._chosen_ids or self._view.has_event(event_id):
+                    raise DuplicateEvent(event_id)
+                seen.add(event_id)
+            self._chosen_ids.update(seen)
 
     def _append(self, op: AppendOp) -> list[Envelope]:
         self._check(op)
@@ -135,12 +146,12 @@ class Batch:
         for part in op.parts:
             stream = part.stream
             version = self._version(stream)
-            for type_, schema, data in part.events:
+            for type_, schema, data, event_id, causation_id in part.events:
                 position += 1
                 version += 1
                 envelope, record = seal(
-                    next(ids), stream, version, position, type_, data, op.causation_id,
-                    op.correlation_id, op.actor, recorded_at, schema, prev_hash,
+                    event_id or next(ids), stream, version, position, type_, data,
+                    causation_id or op.causation_id, op.correlation_id, op.actor, recorded_at, schema, prev_hash,
                 )
                 staged.append((envelope, record))
                 prev_hash = envelope.hash

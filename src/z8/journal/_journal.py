@@ -38,7 +38,7 @@ from ._envelope import (
     decode_record,
 )
 from ._subscription import Notifier, Subscription
-from ._types import TypeRegistry
+from ._types import Event, TypeRegistry
 
 __all__ = ["Journal", "Append"]
 
@@ -178,7 +178,7 @@ class Journal(abc.ABC):
                 raise InvalidEvent(f"events for {stream!r} must be a list of events, got {type(events).__name__}")
             if not events:
                 raise InvalidEvent(f"no events to append to {stream!r}; pass at least one")
-            parts.append(StreamAppend(stream, expected, [encode(event) for event in events]))
+            parts.append(StreamAppend(stream, expected, [_encode_one(encode, event) for event in events]))
         return AppendOp(parts, causation_id, correlation_id, actor)  # type: ignore[arg-type]
 
     async def save_snapshot(self, stream: str, version: int, state: bytes, schema: int = 1) -> bool:
@@ -446,6 +446,16 @@ class Journal(abc.ABC):
 
     @abc.abstractmethod
     def _cursor(self, name: str) -> int: ...
+
+
+def _encode_one(encode: Any, event: Any) -> tuple[str, int, bytes, str | None, str | None]:
+    if type(event) is not Event:
+        return (*encode(event), None, None)
+    for name in ("event_id", "causation_id"):
+        value = getattr(event, name)
+        if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
+            raise InvalidArgument(f"Event.{name} must be a non-empty str of at most 200 chars, got {value!r}")
+    return (*encode(event.payload), event.event_id, event.causation_id)
 
 
 def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> tuple[int, str] | None:

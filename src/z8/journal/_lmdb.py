@@ -424,6 +424,9 @@ class _LmdbView:
         value = self._txn.get(stream.encode(), db=self._dbs["heads"])
         return int.from_bytes(value[:8], "big") if value else 0
 
+    def has_event(self, event_id: str) -> bool:
+        return self._txn.get(event_id.encode(), db=self._dbs["ids"]) is not None
+
     def flush(
         self,
         events: list[tuple[Envelope, bytes]],

@@ -70,6 +70,9 @@ class _MemoryView:
     def get_snapshot(self, stream: str) -> Snapshot | None:
         return self._snapshots.get(stream) or self._state.snapshots.get(stream)
 
+    def has_event(self, event_id: str) -> bool:
+        return event_id in self._state.ids
+
     def put_snapshot(self, snapshot: Snapshot) -> None:
         self._snapshots[snapshot.stream] = snapshot
 

@@ -15,7 +15,7 @@ from z8.errors import (
     UpcastError,
 )
 
-__all__ = ["TypeRegistry", "RawEvent", "Upcaster"]
+__all__ = ["TypeRegistry", "RawEvent", "Event", "Upcaster"]
 
 S = TypeVar("S", bound=type[msgspec.Struct])
 Upcaster = Callable[[Any], Any]
@@ -35,6 +35,20 @@ class RawEvent(msgspec.Struct, frozen=True):
     type: str
     data: bytes
     schema: int = 1
+
+
+class Event(msgspec.Struct, frozen=True):
+    """An event with metadata of its own, for appends that need it.
+
+    ``event_id``: an id chosen by the caller (unique; ``z8.uuid7()`` is a good choice).
+    Appending an id the journal already holds raises ``DuplicateEvent`` and writes
+    nothing, so an append retried with the same ids is idempotent. ``causation_id``
+    overrides the append's causation for this event alone.
+    """
+
+    payload: Any
+    event_id: str | None = None
+    causation_id: str | None = None
 
 
 class _Entry(msgspec.Struct, frozen=True):

@@ -439,3 +439,32 @@ class JournalConformance:
         reseal(journal, 12, actor="mallory")
         report = journal.verify()
         assert not report.ok and report.first_bad == 12 and "head hash" in report.reason, report
+
+    # --- caller-chosen ids and per-event causation -------------------------------------
+
+    async def test_chosen_event_ids_make_appends_idempotent(self, journal: Journal) -> None:
+        from z8.ids import uuid7
+        from z8.journal import Event
+
+        first, second = uuid7(), uuid7()
+        written = await journal.append(
+            "s", [Event(Opened("a"), event_id=first), Event(Deposited(1), event_id=second, causation_id=first)],
+            causation_id="cmd-1",
+        )
+        assert [e.event_id for e in written] == [first, second]
+        assert [e.causation_id for e in written] == ["cmd-1", first]
+        assert journal.causes(second) == written
+        with pytest.raises(errors.DuplicateEvent) as caught:
+            await journal.append_many([Append("t", [Deposited(2)]), Append("s", [Event(Deposited(3), event_id=second)])])
+        assert caught.value.event_id == second
+        assert journal.head_position() == 2 and journal.stream_version("t") == 0
+        with pytest.raises(errors.DuplicateEvent):
+            await journal.append("u", [Event(Deposited(1), event_id="x"), Event(Deposited(1), event_id="x")])
+        outcomes = await asyncio.gather(
+            *(journal.append("v", [Event(Deposited(i), event_id="same")]) for i in range(5)), return_exceptions=True
+        )
+        assert sum(isinstance(o, errors.DuplicateEvent) for o in outcomes) == 4
+        assert journal.head_position() == 3 and journal.verify().ok
+        for bad in ("", 5):
+            with pytest.raises(errors.InvalidArgument):
+                await journal.append("w", [Event(Deposited(1), event_id=bad)])  # type: ignore[arg-type]
