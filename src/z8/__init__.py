@@ -6,6 +6,7 @@ re-exports the public API, and each subpackage (``z8.journal``…) its own.
 
 from z8 import errors
 from z8.errors import Z8Error
+from z8.actors import Actor, ActorContext, ActorRef, Machine
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -22,10 +23,19 @@ from z8.journal import (
     open_journal,
     open_memory_journal,
 )
+from z8.supervision import Backoff, Runtime, child, supervisor
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Actor",
+    "ActorContext",
+    "ActorRef",
+    "Backoff",
+    "Machine",
+    "Runtime",
+    "child",
+    "supervisor",
     "ANY",
     "NO_STREAM",
     "STREAM_EXISTS",

@@ -28,6 +28,18 @@ __all__ = [
     "TypeRegistrationError",
     "InvalidArgument",
     "DuplicateEvent",
+    "ActorError",
+    "MailboxFull",
+    "AskTimeout",
+    "ActorDied",
+    "ActorNotFound",
+    "DuplicateName",
+    "TransitionBlocked",
+    "InvalidMachine",
+    "InvalidSpec",
+    "SupervisorEscalated",
+    "RuntimeEscalated",
+    "RuntimeNotRunning",
 ]
 
 
@@ -150,3 +162,82 @@ class DuplicateEvent(JournalError):
             "nothing was written — if this is a retry, the first attempt was committed"
         )
         self.event_id = event_id
+
+
+class ActorError(Z8Error):
+    """Root of the actor layer's errors (raised by ``z8.actors`` and ``z8.supervision``)."""
+
+
+class MailboxFull(ActorError):
+    """Raised by ``ActorRef.try_tell`` when the mailbox is at capacity; ``tell`` waits instead."""
+
+
+class AskTimeout(ActorError, TimeoutError):
+    """Raised by ``ActorRef.ask`` when no reply came within the timeout.
+
+    The message may still be processed later; design asks to be safe to repeat.
+    """
+
+
+class ActorDied(ActorError):
+    """Raised by ``ask`` when the actor crashed on, or stopped before, the message.
+
+    ``__cause__`` (and ``cause``) hold the exception that killed it, if any.
+    """
+
+    def __init__(self, path: str, cause: BaseException | None = None, detail: str | None = None) -> None:
+        reason = detail or (f"crashed with {type(cause).__name__}: {cause}" if cause else "stopped")
+        super().__init__(f"actor {path} {reason} before replying")
+        self.path = path
+        self.cause = cause
+
+
+class ActorNotFound(ActorError, LookupError):
+    """Raised by ``lookup`` for a path with no live actor."""
+
+
+class DuplicateName(ActorError, ValueError):
+    """Raised when a child name is already taken among its siblings."""
+
+
+class TransitionBlocked(ActorError):
+    """Raised when an actor's state machine is asked to take a transition it does not allow.
+
+    The attempt is journaled in ``$system``; the state is unchanged.
+    """
+
+    def __init__(self, path: str, source: str, target: str, allowed: list[str]) -> None:
+        super().__init__(
+            f"{path}: transition {source!r} -> {target!r} is not allowed "
+            f"(from {source!r} the machine allows {sorted(allowed) or 'nothing'})"
+        )
+        self.path, self.source, self.target = path, source, target
+
+
+class InvalidMachine(ActorError, ValueError):
+    """Raised when a ``Machine`` is declared with unknown states or no initial state."""
+
+
+class InvalidSpec(ActorError, ValueError):
+    """Raised when a child or supervisor spec is built with bad values (duplicate ids,
+    negative timeouts, an unknown strategy…)."""
+
+
+class SupervisorEscalated(ActorError):
+    """A supervisor exceeded its restart intensity: it stopped its children and fails,
+    handing the decision to its parent."""
+
+
+class RuntimeEscalated(ActorError):
+    """Raised by the ``Runtime`` when its root supervisor escalated: the tree is stopped.
+
+    ``report`` says which child crashed how often, and the last error.
+    """
+
+    def __init__(self, report: str) -> None:
+        super().__init__(report)
+        self.report = report
+
+
+class RuntimeNotRunning(ActorError):
+    """Raised when a runtime operation is called before start or after stop."""

@@ -1,0 +1,127 @@
+"""The runtime core every cell shares: the registry, dead letters and the system log.
+
+This is the one explicit registry z8 allows itself (paths to live actors); it belongs
+to one runtime, never to the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+import structlog
+
+from z8.errors import ActorNotFound, DuplicateName
+from z8.journal import Journal
+
+from ._actor import ActorRef, Cell, ChildExit, Stop
+from ._system import DeadLettered, SystemLog
+
+__all__ = ["RuntimeCore", "DeadLetter", "DeadLetters"]
+
+
+class DeadLetter(msgspec.Struct, frozen=True):
+    """A message that reached no actor: its target path, type, the message, and when."""
+
+    path: str
+    message_type: str
+    message: Any
+    at: float
+
+
+class DeadLetters:
+    """Counts every dead letter, keeps the most recent, and journals a summary per tick."""
+
+    def __init__(self, system: SystemLog, keep: int = 1000) -> None:
+        self._system = system
+        self.count = 0
+        self._recent: deque[DeadLetter] = deque(maxlen=keep)
+        self._pending: dict[str, list[str]] = {}
+
+    def add(self, path: str, message: Any, *, journal: bool = True) -> None:
+        self.count += 1
+        self._recent.append(DeadLetter(path, type(message).__qualname__, message, time.time()))
+        if journal:
+            if not self._pending:
+                asyncio.get_running_loop().call_soon(self._flush)
+            self._pending.setdefault(path, []).append(type(message).__qualname__)
+
+    def _flush(self) -> None:
+        pending, self._pending = self._pending, {}
+        for path, kinds in pending.items():
+            self._system.record(DeadLettered(path, len(kinds), sorted(set(kinds))[:20]))
+
+    def recent(self) -> list[DeadLetter]:
+        """The most recent dead letters, oldest first."""
+        return list(self._recent)
+
+
+class RuntimeCore:
+    """Shared services of one runtime (internal; users hold a ``Runtime``)."""
+
+    def __init__(self, journal: Journal, on_root_exit: Callable[[ChildExit], None]) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.journal = journal
+        self.system = SystemLog(journal)
+        self.dead_letters = DeadLetters(self.system)
+        self.log = structlog.get_logger("z8.runtime")
+        self._cells: dict[str, Cell] = {}
+        self._on_root_exit = on_root_exit
+
+    # --- registry ------------------------------------------------------------------------
+
+    def register(self, cell: Cell) -> None:
+        holder = self._cells.get(cell.path)
+        if holder is not None and holder is not cell:
+            raise DuplicateName(f"the path {cell.path} is taken by a live actor; choose another name")
+        self._cells[cell.path] = cell
+
+    def unregister(self, cell: Cell) -> None:
+        if self._cells.get(cell.path) is cell:
+            del self._cells[cell.path]
+
+    def lookup(self, path: str) -> ActorRef:
+        cell = self._cells.get(path)
+        if cell is None:
+            raise ActorNotFound(f"no live actor at {path!r}")
+        return cell.ref
+
+    def cell(self, path: str) -> Cell | None:
+        return self._cells.get(path)
+
+    def __len__(self) -> int:
+        return len(self._cells)
+
+    # --- exits and stops ---------------------------------------------------------------------
+
+    def child_exited(self, exit: ChildExit) -> None:
+        parent = exit.cell.parent
+        if parent is None:
+            self._on_root_exit(exit)
+        elif parent.mailbox.closed:
+            if exit.error is not None:
+                exit.cell.finish_after_crash("its supervisor is gone")
+        else:
+            parent.mailbox.put_system(exit)
+
+    async def stop_cell(self, cell: Cell, timeout: float | None = None) -> None:
+        """Stop ``cell`` after its current message; cancel it past the timeout."""
+        task = cell.task
+        if cell.mailbox.closed and (task is None or task.done()):
+            return
+        cell.stopping = True
+        if task is None or task.done():  # crashed and waiting for its supervisor's decision
+            cell.finish_after_crash("stopped while waiting to restart")
+            return
+        cell.mailbox.put_urgent(Stop("stopped"))
+        if task is asyncio.current_task():
+            return  # an actor stopping itself: it will see the Stop after this message
+        limit = cell.shutdown if timeout is None else timeout
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if not done:
+            task.cancel()
+            await asyncio.wait({task})
