@@ -54,3 +54,38 @@ def test_cli_reports_bad_paths(tmp_path: Path, capsys: pytest.CaptureFixture[str
     (tmp_path / "file").write_text("x")
     assert main(["verify", str(tmp_path / "file")]) == 2
     assert "is a file" in capsys.readouterr().err
+
+
+APP = '''
+import os
+import z8
+
+class Echo(z8.Actor):
+    async def receive(self, message, ctx):
+        return f"echo {message}"
+
+def make():
+    return z8.Runtime(os.environ["APP_DIR"], durability="fast", children=[z8.child(Echo, id="echo")])
+'''
+
+
+def test_shell_runs_the_application_in_the_background(tmp_path: Path) -> None:
+    (tmp_path / "shellapp.py").write_text(APP)
+    env = {**__import__("os").environ, "APP_DIR": str(tmp_path / "j"), "PYTHONPATH": str(tmp_path)}
+    result = subprocess.run(
+        [sys.executable, "-m", "z8.cli", "shell", "shellapp:make"],
+        input='tree()\nask("/app/echo", "hi")\nevents("$system", 2)\n',
+        capture_output=True, text=True, env=env, timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    assert "echo  [actor" in result.stderr or "echo  [actor" in result.stdout
+    assert "'echo hi'" in result.stdout + result.stderr
+    assert "z8.ActorStarted" in result.stdout
+    assert "stopping the runtime" in result.stdout + result.stderr
+
+
+def test_shell_names_a_bad_target(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["shell", "no_such_module_z8:app"]) == 2
+    assert "cannot load" in capsys.readouterr().err
+    assert main(["shell", "json"]) == 2
+    assert "MODULE:ATTR" in capsys.readouterr().err

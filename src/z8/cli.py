@@ -3,17 +3,22 @@
     z8 verify PATH                  walk the hash chain; exit 1 if it is broken
     z8 events PATH [--stream S] [--from N] [--limit N]
                                     print events as JSON lines (payloads decoded generically)
+    z8 shell MODULE:ATTR            start the Runtime named there on a background thread and
+                                    open a Python REPL bound to it (tree(), events(stream)…)
 """
 
 from __future__ import annotations
 
 import argparse
+import code
+import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
-from z8.errors import Z8Error
+from z8.errors import InvalidArgument, Z8Error
 from z8.journal import Envelope, open_journal
 
 _decode_any = msgspec.msgpack.Decoder().decode
@@ -30,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--stream", help="only this stream (in version order)")
     events.add_argument("--from", dest="start", type=int, default=1, help="first position (or version with --stream)")
     events.add_argument("--limit", type=int, default=None)
+    shell = commands.add_parser("shell", help="run an application in the background and open a REPL on it")
+    shell.add_argument("target", help="MODULE:ATTR naming a z8.Runtime, or a function that returns one")
     return parser
 
 
@@ -40,9 +47,60 @@ def _as_json(envelope: Envelope) -> bytes:
     return _json.encode(row)
 
 
+def _load_runtime(target: str) -> Any:
+    from z8.supervision import Runtime
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise InvalidArgument(f"name the application as MODULE:ATTR (e.g. myapp.main:runtime), got {target!r}")
+    try:
+        found = getattr(importlib.import_module(module_name), attr)
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"cannot load {target!r}: {exc}") from exc
+    runtime = found if isinstance(found, Runtime) else found()
+    if not isinstance(runtime, Runtime):
+        raise InvalidArgument(f"{target!r} is not a z8.Runtime (nor returns one), got {type(runtime).__name__}")
+    return runtime
+
+
+def _shell(target: str) -> int:
+    handle = _load_runtime(target).run_in_thread()
+    journal = handle.runtime.journal
+
+    def events(stream: str, limit: int = 20) -> None:
+        """Print the last ``limit`` events of ``stream``."""
+        for envelope in reversed(journal.read_stream(stream, backward=True, limit=limit)):
+            try:
+                payload: Any = journal.decode(envelope)
+            except Z8Error:
+                payload = _decode_any(envelope.data)
+            print(f"#{envelope.position} v{envelope.version} {envelope.type} {payload}")
+
+    helpers = {
+        "runtime": handle, "tree": handle.tree, "lookup": handle.lookup, "tell": handle.tell,
+        "ask": handle.ask, "spawn": handle.spawn, "stop": handle.stop, "events": events, "journal": journal,
+    }
+    banner = (
+        f"z8 shell: {target} is running (root /{handle.runtime.name}).\n"
+        "  tree()  lookup(path)  tell(path, msg)  ask(path, msg)  spawn(Cls, ...)  stop(path)  events(stream)\n"
+        "Ctrl-D stops the runtime and exits."
+    )
+    try:
+        code.interact(banner=banner, local=helpers, exitmsg="z8 shell: stopping the runtime")
+    finally:
+        handle.close()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``z8`` command; returns the process exit status."""
     args = _parser().parse_args(argv)
+    if args.command == "shell":
+        try:
+            return _shell(args.target)
+        except Z8Error as exc:
+            print(f"z8: {exc}", file=sys.stderr)
+            return 2
     try:
         with open_journal(args.path) as journal:
             if args.command == "verify":

@@ -48,6 +48,8 @@ class TreeNode(msgspec.Struct, frozen=True):
     def __str__(self) -> str:
         return "\n".join(self._lines(0))
 
+    __repr__ = __str__  # a REPL shows the tree, not a wall of fields
+
     def _lines(self, depth: int) -> list[str]:
         facts = [self.kind]
         if self.strategy:
