@@ -144,7 +144,7 @@ class ActorRef:
         cell = self._cell
         future = asyncio.get_running_loop().create_future()
         try:
-            await self.tell_ask(_Ask(message, future))
+            await self._send_ask(_Ask(message, future))
         except MailboxClosed:
             raise ActorDied(cell.path, cell.last_error, "has stopped") from cell.last_error
         if timeout is None:
@@ -154,7 +154,7 @@ class ActorRef:
         except TimeoutError:
             raise AskTimeout(f"{cell.path} did not reply to {type(message).__name__} within {timeout}s") from None
 
-    async def tell_ask(self, ask: _Ask) -> None:
+    async def _send_ask(self, ask: _Ask) -> None:
         mailbox = self._cell.mailbox
         if len(mailbox) < mailbox.capacity:
             mailbox.put_nowait(ask)
@@ -235,7 +235,7 @@ class Cell:
         parent: Cell | None,
         mailbox_size: int,
         machine: Machine | None,
-        shutdown: float,
+        shutdown: float | None,
         kind: str,
         spec: Any = None,
     ) -> None:

@@ -120,7 +120,7 @@ class RuntimeCore:
         cell.mailbox.put_urgent(Stop("stopped"))
         if task is asyncio.current_task():
             return  # an actor stopping itself: it will see the Stop after this message
-        limit = cell.shutdown if timeout is None else timeout
+        limit = cell.shutdown if timeout is None else timeout  # None: wait as long as it takes
         done, _ = await asyncio.wait({task}, timeout=limit)
         if not done:
             task.cancel()

@@ -79,7 +79,7 @@ class Runtime:
             self._journal = await asyncio.to_thread(open_journal, path, durability=self._durability)
         self._done = asyncio.Event()
         self._core = core = RuntimeCore(self._journal, self._on_root_exit)
-        root_spec = ChildSpec(self.name, self.spec, shutdown=3600.0)
+        root_spec = ChildSpec(self.name, self.spec, shutdown=None)
         self._root = root = cell_for(core, None, f"/{self.name}", root_spec)
         root.start()
         await root.started  # type: ignore[misc]
@@ -139,7 +139,7 @@ class Runtime:
         *args: Any,
         name: str | None = None,
         restart: RestartType = "permanent",
-        shutdown: float = 5.0,
+        shutdown: float | None = 5.0,
         mailbox_size: int | None = None,
         under: str | None = None,
         **kwargs: Any,
@@ -200,7 +200,12 @@ class RuntimeHandle:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="z8-runtime", daemon=True)
         self._thread.start()
-        self._call(runtime.start())
+        try:
+            self._call(runtime.start())
+        except BaseException:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join()
+            raise
 
     def _call(self, coro: Any, timeout: float | None = None) -> Any:
         future: Future[Any] = asyncio.run_coroutine_threadsafe(coro, self._loop)

@@ -75,8 +75,9 @@ class ChildSpec(msgspec.Struct, frozen=True):
     """``permanent``: restarted after a crash; ``transient``: likewise (it differs from
     permanent only for actors that exit normally, which z8 actors do only when
     stopped); ``temporary``: never restarted."""
-    shutdown: float = 5.0
-    """Seconds to wait for a graceful stop before the task is cancelled."""
+    shutdown: float | None = 5.0
+    """Seconds to wait for a graceful stop before the task is cancelled; None waits as
+    long as it takes (``child()`` uses None for nested supervisors, as OTP does)."""
     mailbox_size: int | None = None
     """Overrides the actor class's ``actor_mailbox_size``."""
 
@@ -84,7 +85,8 @@ class ChildSpec(msgspec.Struct, frozen=True):
         check_name(self.id, "ChildSpec.id")
         if self.restart not in _RESTARTS:
             raise InvalidSpec(f"child {self.id!r}: restart must be one of {_RESTARTS}, got {self.restart!r}")
-        _number(f"child {self.id!r}", "shutdown", self.shutdown)
+        if self.shutdown is not None:
+            _number(f"child {self.id!r}", "shutdown", self.shutdown)
         if self.mailbox_size is not None:
             _number(f"child {self.id!r}", "mailbox_size", self.mailbox_size, minimum=1, integer=True)
         if not (isinstance(self.start, SupervisorSpec) or callable(self.start)):
@@ -134,11 +136,17 @@ def child(
     *args: Any,
     id: str | None = None,
     restart: RestartType = "permanent",
-    shutdown: float = 5.0,
+    shutdown: float | None | Literal["default"] = "default",
     mailbox_size: int | None = None,
     **kwargs: Any,
 ) -> ChildSpec:
-    """A child spec; ``id`` defaults to the class name in kebab case."""
+    """A child spec; ``id`` defaults to the class name in kebab case.
+
+    ``shutdown`` defaults to 5 seconds for actors and to no limit (None) for a nested
+    supervisor, which needs the time its own children take to stop.
+    """
+    if shutdown == "default":
+        shutdown = None if isinstance(start, SupervisorSpec) else 5.0
     if id is None:
         base = getattr(start, "__name__", None) or type(start).__name__
         id = "".join("-" + c.lower() if c.isupper() else c for c in base).lstrip("-")
