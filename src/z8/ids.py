@@ -22,16 +22,34 @@ _COUNTER_MAX = 0xFFF
 class UuidV7:
     """A thread-safe UUIDv7 generator; each instance is monotonic on its own."""
 
-    __slots__ = ("_lock", "_last_ms", "_counter")
+    __slots__ = ("_lock", "_last_ms", "_counter", "_pool", "_at", "_stamp_ms", "_stamp")
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._last_ms = 0
         self._counter = 0
+        self._pool = ""
+        self._at = 0
+        self._stamp_ms, self._stamp = -1, ""
 
     def __call__(self) -> str:
         """Return a new UUIDv7 in canonical 36-character text form."""
-        return self.many(1)[0]
+        with self._lock:
+            at = self._at
+            if at + 19 > len(self._pool):
+                self._pool, at = os.urandom(4104).hex(), 0  # one syscall for 432 ids' randomness
+            rand, seed, self._at = self._pool[at : at + 16], self._pool[at + 16 : at + 19], at + 19
+            ms = time.time_ns() // 1_000_000
+            if ms > self._last_ms:
+                self._last_ms, self._counter = ms, int(seed, 16) & 0x7FF
+            else:
+                self._counter += 1
+                if self._counter > _COUNTER_MAX:
+                    self._last_ms, self._counter = self._last_ms + 1, 0
+            if self._stamp_ms != self._last_ms:
+                self._stamp_ms, self._stamp = self._last_ms, _stamp(self._last_ms)
+            stamp, counter = self._stamp, self._counter
+        return f"{stamp}{counter:03x}-{_VARIANT[rand[0]]}{rand[1:4]}-{rand[4:16]}"
 
     def many(self, count: int) -> list[str]:
         """Return ``count`` new ids, in increasing order (one clock read, one lock)."""

@@ -24,7 +24,7 @@ from ._system import ActorCrashed, ActorStarted, ActorStopped, TransitionRefused
 if TYPE_CHECKING:
     from ._core import RuntimeCore
 
-__all__ = ["Actor", "ActorContext", "ActorRef", "Cell", "ChildExit", "Stop"]
+__all__ = ["Actor", "ActorContext", "ActorRef", "Cell", "ChildExit", "ReplyError", "Stop"]
 
 
 class Actor:
@@ -56,10 +56,20 @@ class Actor:
         """Called after a crash, before the supervisor decides; must not raise."""
 
 
+class ReplyError:
+    """Returned from ``receive`` to make an ``ask`` raise ``error`` without crashing the actor."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
 class Stop:
     """The runtime's stop request (jumps the queue: handled after the current message)."""
 
     __slots__ = ("reason",)
+    z8_system_message = True
 
     def __init__(self, reason: str) -> None:
         self.reason = reason
@@ -77,9 +87,15 @@ class ChildExit:
     """What a cell tells its parent when an incarnation ends."""
 
     __slots__ = ("cell", "error", "crash_id", "incarnation")
+    z8_system_message = True
 
     def __init__(self, cell: Cell, error: BaseException | None, crash_id: str | None, incarnation: int) -> None:
         self.cell, self.error, self.crash_id, self.incarnation = cell, error, crash_id, incarnation
+
+
+def _expire(future: asyncio.Future[Any], path: str, message: Any, timeout: float) -> None:
+    if not future.done():
+        future.set_exception(AskTimeout(f"{path} did not reply to {type(message).__name__} within {timeout}s"))
 
 
 class ActorRef:
@@ -120,7 +136,7 @@ class ActorRef:
         """
         mailbox = self._cell.mailbox
         try:
-            if len(mailbox) < mailbox.capacity:
+            if len(mailbox._items) < mailbox.capacity and not mailbox.writers_waiting:
                 mailbox.put_nowait(message)
             else:
                 await mailbox.put(message)
@@ -128,7 +144,16 @@ class ActorRef:
             self._cell.core.dead_letters.add(self._cell.path, message)
 
     def try_tell(self, message: Any) -> None:
-        """Send now or raise :class:`~z8.errors.MailboxFull`; never waits."""
+        """Send now or raise :class:`~z8.errors.MailboxFull`; never waits.
+
+        Call it on the runtime's event loop; from another thread use
+        ``RuntimeHandle.tell`` (or ``ctx.run(ref.tell(m))`` in a ``ThreadActor``).
+        """
+        if asyncio._get_running_loop() is not self._cell.core.loop:  # noqa: SLF001 - the cheap check
+            raise InvalidArgument(
+                f"try_tell to {self.path} from outside the runtime's event loop; use RuntimeHandle.tell "
+                "or, in a ThreadActor, ctx.run(ref.tell(message))"
+            )
         try:
             self._cell.mailbox.put_nowait(message)
         except MailboxClosed:
@@ -142,24 +167,24 @@ class ActorRef:
         stops before it.
         """
         cell = self._cell
-        future = asyncio.get_running_loop().create_future()
+        loop = cell.core.loop
+        future = loop.create_future()
+        mailbox = cell.mailbox
         try:
-            await self._send_ask(_Ask(message, future))
+            if len(mailbox._items) < mailbox.capacity and not mailbox.writers_waiting:
+                mailbox.put_nowait(_Ask(message, future))
+            else:
+                await mailbox.put(_Ask(message, future))
         except MailboxClosed:
-            raise ActorDied(cell.path, cell.last_error, "has stopped") from cell.last_error
+            raise ActorDied(cell.path, None, "has stopped") from None
         if timeout is None:
             return await future
+        # A timer on the bare future: asyncio.wait_for would add a loop pass and a task.
+        timer = loop.call_later(timeout, _expire, future, cell.path, message, timeout)
         try:
-            return await asyncio.wait_for(future, timeout)
-        except TimeoutError:
-            raise AskTimeout(f"{cell.path} did not reply to {type(message).__name__} within {timeout}s") from None
-
-    async def _send_ask(self, ask: _Ask) -> None:
-        mailbox = self._cell.mailbox
-        if len(mailbox) < mailbox.capacity:
-            mailbox.put_nowait(ask)
-        else:
-            await mailbox.put(ask)
+            return await future
+        finally:
+            timer.cancel()
 
     async def stop(self, timeout: float | None = None) -> None:
         """Stop the actor after its current message and wait until it has stopped.
@@ -224,14 +249,14 @@ class Cell:
     __slots__ = (
         "core", "path", "name", "parent", "factory", "mailbox", "ref", "ctx", "machine", "fsm_state",
         "actor", "task", "incarnation", "restarts", "last_error", "last_crash_at", "started_at",
-        "shutdown", "started", "stopping", "expected_exit", "kind", "supervisor", "spec", "start_event",
+        "shutdown", "start_ok", "_start_waiter", "stopping", "expected_exit", "kind", "supervisor", "spec", "start_event", "current", "crash_event",
     )
 
     def __init__(
         self,
         core: RuntimeCore,
         path: str,
-        factory: Callable[[], Actor],
+        factory: Callable[[Any], Actor],
         parent: Cell | None,
         mailbox_size: int,
         machine: Machine | None,
@@ -254,70 +279,98 @@ class Cell:
         self.last_crash_at: float | None = None
         self.started_at = 0.0
         self.shutdown = shutdown
-        self.started: asyncio.Future[None] | None = None
+        self.start_ok: bool | None = None
+        self._start_waiter: asyncio.Future[bool] | None = None
         self.stopping = False
         self.expected_exit = False
         self.kind = kind
         self.supervisor: Any = None  # set for supervisor cells: their Supervisor actor
         self.spec = spec
         self.start_event: str | None = None
+        self.current: _Ask | None = None
+        self.crash_event: str | None = None
 
     # --- lifecycle ----------------------------------------------------------------------
 
     def start(self, causation_id: str | None = None) -> None:
-        """Begin a new incarnation (first start or restart in place)."""
+        """Begin a new incarnation (first start or restart in place).
+
+        The actor is constructed inside the incarnation's task, so a constructor that
+        raises is a crash of that incarnation, handled by its supervisor like any other.
+        """
         self.incarnation += 1
-        self.actor = actor = self.factory()
+        self.actor = None
+        self.current = None
         if self.incarnation > 1 and self.machine is not None:
             self.fsm_state = self.machine.initial
         self.mailbox.reopen()
         self.core.register(self)
         self.started_at = time.monotonic()
-        self.started = self.core.loop.create_future()
+        self.start_ok = None
         if causation_id is None and self.parent is not None:
             causation_id = self.parent.start_event  # started by its supervisor's start
         self.start_event = self.core.system.record(ActorStarted(self.path, self.kind, self.incarnation), causation_id)
-        self.task = self.core.loop.create_task(self._run(actor), name=self.path)
+        self.task = self.core.loop.create_task(self._run(), name=self.path)
 
-    async def _run(self, actor: Actor) -> None:
-        ctx, mailbox = self.ctx, self.mailbox
-        current: _Ask | None = None
-        stop: Stop | None = None
+    async def _run(self) -> None:
         try:
-            await actor.on_start(ctx)
-            self._mark_started()
-            while True:
-                if not mailbox._items:
-                    await mailbox.wait()
-                message = mailbox.get_nowait()
-                kind = type(message)
-                if kind is _Ask:
-                    current = message
-                    reply = await actor.receive(message.message, ctx)
-                    current = None
-                    if not message.future.done():
-                        message.future.set_result(reply)
-                elif kind is Stop:
-                    stop = message
-                    break
-                else:
-                    await actor.receive(message, ctx)
+            try:
+                self.actor = actor = self.factory(self.spec)
+                await actor.on_start(self.ctx)
+                self._mark_started(True)
+                reason = await self._serve(actor)
+            except Exception as error:
+                self._mark_started(False)
+                self._fail_ask(self.current, error, None)
+                await self._crashed(error)
+                return
+            await self._stopped(actor, reason)
         except asyncio.CancelledError:
-            self._mark_started()
-            self._fail_ask(current, None, "was cancelled")
-            self._finish("killed: did not stop within its shutdown timeout")
-            self.core.child_exited(ChildExit(self, None, None, self.incarnation))
+            await self._killed()
             raise
-        except Exception as error:
-            self._mark_started()
-            self._fail_ask(current, error, None)
-            await self._crashed(actor, error)
-            return
-        await self._stopped(actor, stop.reason)
 
-    def _mark_started(self) -> None:
-        if self.started is not None and not self.started.done():
-            self.started.set_result(None)
+    async def _serve(self, actor: Actor) -> str:
+        """The running phase: one message at a time until a Stop; returns its reason."""
+        ctx, mailbox = self.ctx, self.mailbox
+        while True:
+            if not mailbox._items:
+                await mailbox.wait()
+            message = mailbox.get_nowait()
+            kind = type(message)
+            if kind is _Ask:
+                self.current = message
+                reply = await actor.receive(message.message, ctx)
+                self.current = None
+                if not message.future.done():
+                    if type(reply) is ReplyError:
+                        message.future.set_exception(reply.error)
+                    else:
+                        message.future.set_result(reply)
+            elif kind is Stop:
+                return message.reason
+            else:
+                await actor.receive(message, ctx)
+
+    def _mark_started(self, ok: bool) -> None:
+        if self.start_ok is None:
+            self.start_ok = ok
+            waiter = self._start_waiter
+            if waiter is not None and not waiter.done():
+                waiter.set_result(ok)
+
+    def start_waiter(self) -> asyncio.Future[bool | None]:
+        """A future resolved with ``start_ok`` once this incarnation has started or died."""
+        if self._start_waiter is None or self._start_waiter.done():
+            self._start_waiter = self.core.loop.create_future()
+            if self.start_ok is not None:
+                self._start_waiter.set_result(self.start_ok)
+        return self._start_waiter
+
+    async def wait_started(self) -> bool:
+        """True once this incarnation's ``on_start`` returned; False if it died first."""
+        if self.start_ok is None:
+            return bool(await self.start_waiter())
+        return self.start_ok
 
     def _fail_ask(self, ask: _Ask | None, error: BaseException | None, detail: str | None) -> None:
         if ask is not None and not ask.future.done():
@@ -325,17 +378,18 @@ class Cell:
             died.__cause__ = error
             ask.future.set_exception(died)
 
-    async def _crashed(self, actor: Actor, error: Exception) -> None:
+    async def _crashed(self, error: Exception) -> None:
         self.last_error = error
         self.last_crash_at = time.time()
         kind, message, digest = describe_error(error)
-        crash_id = self.core.system.record(
+        self.crash_event = crash_id = self.core.system.record(
             ActorCrashed(self.path, kind, message, digest, self.incarnation), self.start_event
         )
-        try:
-            await actor.on_failure(error, self.ctx)
-        except Exception as hook_error:  # noqa: BLE001 - a broken hook must not hide the crash
-            self.core.log.warning("actor.on_failure_raised", path=self.path, error=repr(hook_error))
+        if self.actor is not None:
+            try:
+                await self.actor.on_failure(error, self.ctx)
+            except Exception as hook_error:  # noqa: BLE001 - a broken hook must not hide the crash
+                self.core.log.warning("actor.on_failure_raised", path=self.path, error=repr(hook_error))
         self.core.child_exited(ChildExit(self, error, crash_id, self.incarnation))
 
     async def _stopped(self, actor: Actor, reason: str) -> None:
@@ -347,14 +401,27 @@ class Cell:
         self._finish(reason)
         self.core.child_exited(ChildExit(self, None, None, self.incarnation))
 
-    def _finish(self, reason: str) -> None:
-        """Close the mailbox for good: tells to dead letters, asks fail."""
+    async def _killed(self) -> None:
+        """Cancelled (past its shutdown timeout): take the subtree down, then report."""
+        self._mark_started(False)
+        self._fail_ask(self.current, None, "was cancelled")
+        if self.supervisor is not None:
+            await self.supervisor.kill_children()
+        if not self.mailbox.closed:
+            self._finish("killed: did not stop within its shutdown timeout")
+            self.core.child_exited(ChildExit(self, None, None, self.incarnation))
+
+    def _finish(self, reason: str, cause: BaseException | None = None) -> None:
+        """Close the mailbox for good: tells to dead letters, asks fail with ``cause``."""
+        if self.mailbox.closed:
+            return
         left = self.mailbox.close()
         dead = 0
         for message in left:
-            if type(message) is _Ask:
-                self._fail_ask(message, self.last_error, "stopped")
-            elif type(message) is not Stop:
+            kind = type(message)
+            if kind is _Ask:
+                self._fail_ask(message, cause, "stopped")
+            elif not getattr(kind, "z8_system_message", False):
                 dead += 1
                 self.core.dead_letters.add(self.path, message, journal=False)
         self.core.system.record(ActorStopped(self.path, reason, dead))
@@ -362,4 +429,4 @@ class Cell:
 
     def finish_after_crash(self, reason: str) -> None:
         """The parent decided not to restart a crashed incarnation."""
-        self._finish(reason)
+        self._finish(reason, self.last_error)

@@ -108,6 +108,31 @@ class RuntimeCore:
         else:
             parent.mailbox.put_system(exit)
 
+    async def stop_cells(self, cells: list[Cell]) -> None:
+        """Stop many cells at once: one wait for the group (bounded by the longest
+        shutdown timeout among them), then the stragglers are cancelled."""
+        tasks = []
+        limit: float | None = 0.0
+        for cell in cells:
+            task = cell.task
+            if cell.mailbox.closed and (task is None or task.done()):
+                continue
+            cell.stopping = True
+            if task is None or task.done():
+                cell.finish_after_crash("stopped while waiting to restart")
+                self.child_exited(ChildExit(cell, None, None, cell.incarnation))
+                continue
+            cell.mailbox.put_urgent(Stop("stopped"))
+            tasks.append(task)
+            limit = None if limit is None or cell.shutdown is None else max(limit, cell.shutdown)
+        if not tasks:
+            return
+        _, pending = await asyncio.wait(tasks, timeout=limit)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.wait(pending)
+
     async def stop_cell(self, cell: Cell, timeout: float | None = None) -> None:
         """Stop ``cell`` after its current message; cancel it past the timeout."""
         task = cell.task
@@ -116,6 +141,7 @@ class RuntimeCore:
         cell.stopping = True
         if task is None or task.done():  # crashed and waiting for its supervisor's decision
             cell.finish_after_crash("stopped while waiting to restart")
+            self.child_exited(ChildExit(cell, None, None, cell.incarnation))  # so it forgets the cell
             return
         cell.mailbox.put_urgent(Stop("stopped"))
         if task is asyncio.current_task():

@@ -29,8 +29,13 @@ class Mailbox:
         self._items: deque[Any] = deque()
         self.capacity = capacity
         self._reader: asyncio.Future[None] | None = None
-        self._writers: deque[asyncio.Future[None]] = deque()
+        self._writers: deque[asyncio.Future[None]] | None = None  # made on the first wait for room
         self.closed = False
+
+    @property
+    def writers_waiting(self) -> bool:
+        """True while senders wait for room (newcomers queue behind them)."""
+        return bool(self._writers)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -50,8 +55,10 @@ class Mailbox:
 
     async def put(self, item: Any) -> None:
         """Append ``item``, waiting while the mailbox is full (backpressure)."""
-        while len(self._items) >= self.capacity and not self.closed:
+        while (len(self._items) >= self.capacity or self._writers) and not self.closed:
             waiter = asyncio.get_running_loop().create_future()
+            if self._writers is None:
+                self._writers = deque()
             self._writers.append(waiter)
             try:
                 await waiter
@@ -59,6 +66,8 @@ class Mailbox:
                 waiter.cancel()
                 self._wake_writer()  # pass our turn on
                 raise
+            if len(self._items) < self.capacity:
+                break  # our turn: room was made for us
         self.put_nowait(item)
 
     def put_system(self, item: Any) -> None:

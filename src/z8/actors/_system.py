@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
-import traceback
 
 import msgspec
 import structlog
@@ -113,8 +112,13 @@ def register_system_types(types: TypeRegistry) -> TypeRegistry:
 
 def describe_error(error: BaseException) -> tuple[str, str, str]:
     """(type name, message, digest of the traceback's frames) for a crash record."""
-    frames = traceback.extract_tb(error.__traceback__)
-    shape = "|".join(f"{f.filename}:{f.name}:{f.lineno}" for f in frames)
+    sites = []
+    tb = error.__traceback__
+    while tb is not None:  # walk the frames; extract_tb would read every source file
+        code = tb.tb_frame.f_code
+        sites.append(f"{code.co_filename}:{code.co_name}:{tb.tb_lineno}")
+        tb = tb.tb_next
+    shape = "|".join(sites)
     digest = hashlib.blake2b(f"{type(error).__qualname__}|{shape}".encode(), digest_size=8).hexdigest()
     return type(error).__qualname__, str(error)[:500], digest
 
@@ -129,10 +133,14 @@ class SystemLog:
         self._pending: list[Event] = []
         self._flusher: asyncio.Task[None] | None = None
         self.failures = 0
+        self.closed = False
+        """Set once the runtime has shut down: later records are not written."""
 
     def record(self, payload: msgspec.Struct, causation_id: str | None = None) -> str:
         """Queue ``payload`` for ``$system``; return its event id at once."""
         event_id = self._ids()
+        if self.closed:
+            return event_id  # the runtime is gone and its journal closed: nothing to write to
         self._pending.append(Event(payload, event_id, causation_id))
         if self._flusher is None:
             self._flusher = asyncio.get_running_loop().create_task(self._flush())

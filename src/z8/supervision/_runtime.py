@@ -56,6 +56,7 @@ class Runtime:
         self._root: Cell | None = None
         self._done: asyncio.Event | None = None
         self._escalation: str | None = None
+        self._closing: asyncio.Task[None] | None = None
 
     # --- lifecycle -------------------------------------------------------------------------
 
@@ -82,15 +83,27 @@ class Runtime:
         root_spec = ChildSpec(self.name, self.spec, shutdown=None)
         self._root = root = cell_for(core, None, f"/{self.name}", root_spec)
         root.start()
-        await root.started  # type: ignore[misc]
+        if not await root.wait_started():
+            await self._done.wait()  # the root died in on_start: _on_root_exit is closing down
+            raise RuntimeEscalated(self._escalation or f"the root supervisor /{self.name} failed to start")
 
     async def aclose(self) -> None:
-        """Stop the tree (children in reverse order), flush ``$system``, close the journal."""
-        core, root = self._core, self._root
-        if core is None or root is None:
+        """Stop the tree (children in reverse order), flush ``$system``, close the journal.
+
+        Idempotent; concurrent calls share one shutdown.
+        """
+        if self._core is None:
             return
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(self._shutdown())
+        await asyncio.shield(self._closing)
+
+    async def _shutdown(self) -> None:
+        core, root = self._core, self._root
+        assert core is not None and root is not None
         await core.stop_cell(root)
         await core.system.drain()
+        core.system.closed = True
         if self._journal is not None and not isinstance(self._journal_arg, Journal):
             await self._journal.aclose()
         assert self._done is not None
@@ -112,7 +125,8 @@ class Runtime:
             )
             log.error("runtime.escalated", report=self._escalation)
             exit.cell.finish_after_crash("root escalated")
-            asyncio.get_running_loop().create_task(self.aclose())
+        if self._closing is None:  # the root stopped without aclose(): close down
+            self._closing = asyncio.get_running_loop().create_task(self._shutdown())
 
     # --- actors ----------------------------------------------------------------------------
 
@@ -139,7 +153,7 @@ class Runtime:
         *args: Any,
         name: str | None = None,
         restart: RestartType = "permanent",
-        shutdown: float | None = 5.0,
+        shutdown: float | None | Literal["default"] = "default",
         mailbox_size: int | None = None,
         under: str | None = None,
         **kwargs: Any,
@@ -148,14 +162,16 @@ class Runtime:
         the supervisor at path ``under``; returns its ref at once."""
         parent = self._root_supervisor()
         if under is not None:
-            cell = self._core.cell(under) if self._core else None  # type: ignore[union-attr]
+            cell = self._core.cell(under) if self._core is not None else None
             if cell is None or cell.supervisor is None:
                 raise InvalidArgument(f"{under!r} is not a live supervisor")
             parent = cell.supervisor
         if parent.spec.strategy == "simple_one_for_one":
-            name = name or f"{len(parent.children) + 1}"
-            return parent.add_child(parent.template(name, args, kwargs))
-        spec = child(start, *args, id=name, restart=restart, shutdown=shutdown, mailbox_size=mailbox_size, **kwargs)
+            return parent.add_child(parent.template(name or parent.next_name(), args, kwargs))
+        spec = child(
+            start, *args, id=name or parent.next_name(), restart=restart, shutdown=shutdown,
+            mailbox_size=mailbox_size, **kwargs,
+        )
         return parent.add_child(spec)
 
     def lookup(self, path: str) -> ActorRef:
@@ -177,11 +193,11 @@ class Runtime:
 
     def dead_letters(self) -> list[DeadLetter]:
         """Recent messages that reached no actor (``dead_letter_count`` counts them all)."""
-        return self._core.dead_letters.recent() if self._core else []
+        return self._core.dead_letters.recent() if self._core is not None else []
 
     @property
     def dead_letter_count(self) -> int:
-        return self._core.dead_letters.count if self._core else 0
+        return self._core.dead_letters.count if self._core is not None else 0
 
     def run_in_thread(self) -> RuntimeHandle:
         """Start this runtime on a background thread; returns a handle of plain calls."""

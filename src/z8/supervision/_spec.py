@@ -19,7 +19,7 @@ _RESTARTS = ("permanent", "transient", "temporary")
 
 def _number(owner: str, name: str, value: object, *, minimum: float = 0.0, integer: bool = False) -> None:
     kinds = (int,) if integer else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kinds) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, kinds) or value != value or value < minimum:  # NaN too
         kind = "an int" if integer else "a number"
         raise InvalidSpec(f"{owner}: {name} must be {kind} >= {minimum}, got {value!r}")
 
@@ -112,6 +112,8 @@ class SupervisorSpec(msgspec.Struct, frozen=True):
             raise InvalidSpec(f"strategy must be one of {_STRATEGIES}, got {self.strategy!r}")
         _number("supervisor", "max_restarts", self.max_restarts, integer=True)
         _number("supervisor", "within", self.within)
+        if not isinstance(self.backoff, Backoff):
+            raise InvalidSpec(f"supervisor: backoff must be a Backoff(min, max, jitter), got {self.backoff!r}")
         if self.within == 0:
             raise InvalidSpec("supervisor: within must be > 0 seconds")
         seen: set[str] = set()

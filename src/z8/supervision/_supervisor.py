@@ -18,9 +18,9 @@ from typing import Any
 
 import msgspec
 
-from z8.actors._actor import Actor, ActorContext, ActorRef, Cell, ChildExit
+from z8.actors._actor import Actor, ActorContext, ActorRef, Cell, ChildExit, ReplyError
 from z8.actors._system import ActorRestarted, RestartScheduled, SupervisorEscalatedEvent
-from z8.errors import DuplicateName, InvalidSpec, RuntimeNotRunning, SupervisorEscalated
+from z8.errors import DuplicateName, InvalidSpec, RuntimeNotRunning, SupervisorEscalated, Z8Error
 
 from ._spec import ChildSpec, SupervisorSpec, check_name
 
@@ -41,6 +41,7 @@ class StopChild(msgspec.Struct, frozen=True):
 
 class _RestartDue:
     __slots__ = ("cells", "cause", "delay")
+    z8_system_message = True
 
     def __init__(self, cells: list[Cell], cause: str | None, delay: float) -> None:
         self.cells, self.cause, self.delay = cells, cause, delay
@@ -50,12 +51,20 @@ def cell_for(core: Any, parent: Cell | None, path: str, spec: ChildSpec) -> Cell
     """A cell that will run ``spec`` at ``path`` (not started yet)."""
     start = spec.start
     if isinstance(start, SupervisorSpec):
-        return Cell(core, path, lambda: Supervisor(start), parent, 1 << 30, None, spec.shutdown, "supervisor", spec)
+        return Cell(core, path, _make_supervisor, parent, 1 << 30, None, spec.shutdown, "supervisor", spec)
     actor_class = start if isinstance(start, type) else None
     mailbox = spec.mailbox_size or getattr(actor_class, "actor_mailbox_size", Actor.actor_mailbox_size)
     machine = getattr(actor_class, "actor_machine", None)
     kind = getattr(actor_class, "actor_kind", "actor")
-    return Cell(core, path, lambda: start(*spec.args, **spec.kwargs), parent, mailbox, machine, spec.shutdown, kind, spec)
+    return Cell(core, path, _make_actor, parent, mailbox, machine, spec.shutdown, kind, spec)
+
+
+def _make_actor(spec: ChildSpec) -> Actor:
+    return spec.start(*spec.args, **spec.kwargs)  # type: ignore[no-any-return]
+
+
+def _make_supervisor(spec: ChildSpec) -> Actor:
+    return Supervisor(spec.start)
 
 
 class Supervisor(Actor):
@@ -70,6 +79,7 @@ class Supervisor(Actor):
         self._attempts: dict[str, int] = {}
         self._rng = random.Random()
         self._cell: Cell | None = None
+        self._serial = 0
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -79,9 +89,32 @@ class Supervisor(Actor):
         if self.spec.strategy == "simple_one_for_one":
             return
         for spec in self.spec.children:
-            started = self._add(spec).started
-            if started is not None:
-                await started
+            child = self._add(spec)
+            # A child that dies before it started is restarted here, before its younger
+            # siblings start; past the intensity the supervisor fails to start, so a tree
+            # that cannot be built fails on entry instead of running half-built.
+            while not await child.wait_started():
+                if not await self._recover(child):
+                    break
+
+    async def _recover(self, child: Cell) -> bool:
+        """Apply the restart policy to a child that crashed while starting; False if dropped."""
+        exit = ChildExit(child, child.last_error, child.crash_event, child.incarnation)
+        if child.spec.restart == "temporary":
+            del self.children[child.name]
+            child.finish_after_crash("crashed while starting; temporary children are not restarted")
+            return False
+        if self._intensity_exceeded():
+            await self._escalate(exit)
+        delay = self._backoff(child)
+        cause = child.crash_event
+        if delay > 0:
+            cause = child.core.system.record(
+                RestartScheduled(child.path, round(delay, 6), self._attempts[child.name]), cause
+            )
+            await asyncio.sleep(delay)
+        await self._restart([child], cause, delay)
+        return True
 
     async def on_stop(self, ctx: ActorContext) -> None:
         await self._stop_all()
@@ -94,9 +127,12 @@ class Supervisor(Actor):
         if kind is ChildExit:
             await self._on_exit(message)
         elif kind is _RestartDue:
-            self._restart(message.cells, message.cause, message.delay)
+            await self._restart(message.cells, message.cause, message.delay)
         elif kind is StartChild:
-            return self.add_child(message.spec)
+            try:
+                return self.add_child(message.spec)
+            except Z8Error as refused:  # the asker's mistake, not the supervisor's crash
+                return ReplyError(refused)
         elif kind is StopChild:
             victim = self.children.get(message.id)
             if victim is not None:
@@ -113,8 +149,12 @@ class Supervisor(Actor):
 
     def _add(self, spec: ChildSpec) -> Cell:
         cell = self._cell
-        if cell is None or cell.mailbox.closed or cell.stopping:
-            raise RuntimeNotRunning(f"supervisor {cell.path if cell else '?'} is not running; cannot start {spec.id!r}")
+        running = cell is not None and cell.actor is self and cell.task is not None and not cell.task.done()
+        if not running or cell.mailbox.closed or cell.stopping:  # type: ignore[union-attr]
+            raise RuntimeNotRunning(
+                f"supervisor {cell.path if cell else '?'} is not running (stopping, or crashed and waiting "
+                f"to restart); cannot start {spec.id!r}"
+            )
         check_name(spec.id, "child id")
         if spec.id in self.children:
             raise DuplicateName(f"{cell.path} already has a child named {spec.id!r}; names are unique among siblings")
@@ -127,6 +167,13 @@ class Supervisor(Actor):
             raise
         return child
 
+    def next_name(self) -> str:
+        """A sibling name not taken yet, for dynamic children started without one."""
+        while True:
+            self._serial += 1
+            if str(self._serial) not in self.children:
+                return str(self._serial)
+
     def template(self, name: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> ChildSpec:
         """The simple_one_for_one template filled in for one dynamic child."""
         if self.spec.strategy != "simple_one_for_one":
@@ -135,12 +182,32 @@ class Supervisor(Actor):
         return msgspec.structs.replace(base, id=name, args=args or base.args, kwargs={**base.kwargs, **kwargs})
 
     async def _stop_all(self) -> None:
-        await self._stop_cells(list(self.children.values()))
+        """Stop every child: dynamic ones together (as OTP does for simple_one_for_one),
+        then the declared ones one by one in reverse start order."""
+        declared = {spec.id for spec in self.spec.children} if self.spec.strategy != "simple_one_for_one" else set()
+        dynamic = [c for c in self.children.values() if c.name not in declared]
+        for child in dynamic:
+            child.expected_exit = True
+        if dynamic:
+            await dynamic[0].core.stop_cells(dynamic)
+        await self._stop_cells([c for c in self.children.values() if c.name in declared])
 
     async def _stop_cells(self, cells: list[Cell]) -> None:
         for child in reversed(cells):  # stop in reverse start order
             child.expected_exit = True
             await child.core.stop_cell(child)
+
+    async def kill_children(self) -> None:
+        """Cancel every child at once (this supervisor was itself cancelled)."""
+        for child in reversed(list(self.children.values())):
+            child.expected_exit = True
+            if child.task is not None and not child.task.done():
+                child.task.cancel()
+            else:
+                child.finish_after_crash("its supervisor was killed")
+        tasks = [c.task for c in self.children.values() if c.task is not None and not c.task.done()]
+        if tasks:
+            await asyncio.wait(tasks)
 
     # --- crashes ----------------------------------------------------------------------------
 
@@ -203,7 +270,7 @@ class Supervisor(Actor):
             )
             cell.core.loop.call_later(delay, cell.mailbox.put_system, _RestartDue(group, scheduled, delay))
         else:
-            self._restart(group, exit.crash_id, 0.0)
+            await self._restart(group, exit.crash_id, 0.0)
 
     def _backoff(self, child: Cell) -> float:
         backoff = self.spec.backoff
@@ -213,14 +280,44 @@ class Supervisor(Actor):
         attempt = self._attempts[child.name] = self._attempts.get(child.name, 0) + 1
         return backoff.delay(attempt, self._rng)
 
-    def _restart(self, cells: list[Cell], cause: str | None, delay: float) -> None:
+    async def _restart(self, cells: list[Cell], cause: str | None, delay: float) -> None:
+        """Start ``cells`` again in start order, each ``on_start`` done before the next."""
+        live = []
         for child in cells:
             if self.children.get(child.name) is not child:
                 continue  # removed while the restart was pending
             if child.stopping and not child.expected_exit:
                 continue  # someone asked it to stop meanwhile
+            if child.spec.restart == "temporary":  # a sibling taken down by the strategy
+                del self.children[child.name]
+                child.finish_after_crash("stopped with its siblings; temporary children are not restarted")
+                continue
+            live.append(child)
+        for child in live:
             child.expected_exit = False
             child.stopping = False
             child.restarts += 1
             restarted = child.core.system.record(ActorRestarted(child.path, child.incarnation + 1, delay), cause)
             child.start(restarted)
+            await self._await_start(child)
+
+    @staticmethod
+    async def _await_start(child: Cell) -> None:
+        """Wait for ``child``'s on_start, but never past its shutdown timeout: a child
+        stuck starting must not wedge its supervisor (which must still hear crashes
+        and its own stop)."""
+        if child.start_ok is not None or child.shutdown is None:
+            await child.wait_started()
+            return
+        waiter = child.start_waiter()
+        timer = child.core.loop.call_later(child.shutdown, _give_up_waiting, waiter)
+        try:
+            if await waiter is None:
+                child.core.log.warning("supervisor.slow_restart", path=child.path, waited=child.shutdown)
+        finally:
+            timer.cancel()
+
+
+def _give_up_waiting(waiter: asyncio.Future[bool | None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)  # neither started nor failed: stop waiting
