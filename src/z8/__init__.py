@@ -6,7 +6,7 @@ re-exports the public API, and each subpackage (``z8.journal``…) its own.
 
 from z8 import errors
 from z8.errors import Z8Error
-from z8.actors import Actor, ActorContext, ActorRef, Machine
+from z8.actors import Actor, ActorContext, ActorRef, Machine, ThreadActor
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -34,6 +34,7 @@ __all__ = [
     "Backoff",
     "Machine",
     "Runtime",
+    "ThreadActor",
     "child",
     "supervisor",
     "ANY",
