@@ -48,6 +48,8 @@ import msgspec
 
 from z8.journal import Append, Journal, TypeRegistry, open_journal
 
+from _report import emit, percentile
+
 BATCH = 1000
 STREAM_EVENTS = 10_000
 APPENDERS = (1, 8, 64, 256)
@@ -132,34 +134,6 @@ class Samples:
             self.p99.append(percentile(ordered, 0.99) * 1e3)
 
 
-def percentile(ordered: Sequence[float], q: float) -> float:
-    """Nearest-rank percentile of an already sorted sequence."""
-    return ordered[max(0, math.ceil(q * len(ordered)) - 1)]
-
-
-# --- output ------------------------------------------------------------------------------
-
-
-def emit(
-    bench: str, samples: list[float], unit: str, baseline: str | None, baseline_samples: list[float] | None,
-    params: dict[str, Any], *, lower_is_better: bool = False,
-) -> None:
-    value = statistics.median(samples)
-    base = statistics.median(baseline_samples) if baseline_samples else None
-    ratio = None if base is None else (base / value if lower_is_better else value / base)
-    digits = 3 if unit == "ms" else 1
-    line = {
-        "bench": bench,
-        "value": round(value, digits),
-        "unit": unit,
-        "baseline": baseline,
-        "baseline_value": None if base is None else round(base, digits),
-        "ratio": None if ratio is None else round(ratio, 3),
-        "runs": len(samples),
-        "spread": [round(min(samples), digits), round(max(samples), digits)],
-        "params": params,
-    }
-    print(json.dumps(line), flush=True)
 
 
 # --- SQLite peer -------------------------------------------------------------------------

@@ -47,11 +47,7 @@ class Mailbox:
         if len(self._items) >= self.capacity:
             raise MailboxFull(f"mailbox is full ({self.capacity} messages); use tell() to wait for room")
         self._items.append(item)
-        reader = self._reader
-        if reader is not None:
-            self._reader = None
-            if not reader.done():
-                reader.set_result(None)
+        self._wake_reader()
 
     async def put(self, item: Any) -> None:
         """Append ``item``, waiting while the mailbox is full (backpressure)."""
@@ -73,20 +69,12 @@ class Mailbox:
     def put_system(self, item: Any) -> None:
         """Append a runtime message regardless of capacity (stops, child exits)."""
         self._items.append(item)
-        reader = self._reader
-        if reader is not None:
-            self._reader = None
-            if not reader.done():
-                reader.set_result(None)
+        self._wake_reader()
 
     def put_urgent(self, item: Any) -> None:
         """Put a runtime message at the head of the queue (a stop request)."""
         self._items.appendleft(item)
-        reader = self._reader
-        if reader is not None:
-            self._reader = None
-            if not reader.done():
-                reader.set_result(None)
+        self._wake_reader()
 
     def get_nowait(self) -> Any:
         """Pop the oldest item (the caller checked ``len``)."""
@@ -100,6 +88,13 @@ class Mailbox:
         while not self._items:
             reader = self._reader = asyncio.get_running_loop().create_future()
             await reader
+
+    def _wake_reader(self) -> None:
+        reader = self._reader
+        if reader is not None:
+            self._reader = None
+            if not reader.done():
+                reader.set_result(None)
 
     def _wake_writer(self) -> None:
         while self._writers:
