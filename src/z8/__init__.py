@@ -6,7 +6,7 @@ re-exports the public API, and each subpackage (``z8.journal``…) its own.
 
 from z8 import errors
 from z8.errors import Z8Error
-from z8.actors import Actor, ActorContext, ActorRef, Machine, ThreadActor
+from z8.actors import Actor, ActorContext, ActorRef, Agent, Decision, Machine, ThreadActor, reject
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -31,6 +31,9 @@ __all__ = [
     "Actor",
     "ActorContext",
     "ActorRef",
+    "Agent",
+    "Decision",
+    "reject",
     "Backoff",
     "Machine",
     "Runtime",

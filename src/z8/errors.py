@@ -40,6 +40,11 @@ __all__ = [
     "SupervisorEscalated",
     "RuntimeEscalated",
     "RuntimeNotRunning",
+    "AgentError",
+    "Rejected",
+    "InvalidDecision",
+    "AgentCrashed",
+    "ConcurrencyConflict",
 ]
 
 
@@ -241,3 +246,37 @@ class RuntimeEscalated(ActorError):
 
 class RuntimeNotRunning(ActorError):
     """Raised when a runtime operation is called before start or after stop."""
+
+
+class AgentError(ActorError):
+    """Root of the errors a durable agent's command can fail with."""
+
+
+class Rejected(AgentError):
+    """The agent's ``decide`` refused the command (``z8.reject(reason, **detail)``).
+
+    Nothing was written. ``reason`` is the machine-readable word the agent chose.
+    """
+
+    def __init__(self, reason: str, detail: dict | None = None) -> None:
+        extra = f" {detail}" if detail else ""
+        super().__init__(f"rejected: {reason}{extra}")
+        self.reason = reason
+        self.detail = detail or {}
+
+
+class InvalidDecision(AgentError):
+    """A decision whose events do not fold (``evolve`` raised, or the agent's machine
+    forbids the move), or that is not a Decision at all. Nothing was written and the
+    agent's state is unchanged; fix ``decide`` or ``evolve``."""
+
+
+class AgentCrashed(AgentError):
+    """``decide`` raised: the command failed, and the agent restarts from its journal.
+
+    ``__cause__`` is the exception ``decide`` raised.
+    """
+
+
+class ConcurrencyConflict(AgentError):
+    """Another writer kept moving the agent's stream through every retry; nothing was written."""

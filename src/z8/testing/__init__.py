@@ -4,15 +4,20 @@
   check your own ``Journal`` backend (importing it needs pytest).
 - :func:`tamper`, :func:`flip_byte`, :func:`reseal`, :func:`stored_record`: reach under
   the contract to prove ``verify()`` catches what an attacker with file access could do.
+- :func:`given`: given/when/then for agents, no runtime needed.
 - pytest fixtures (registered automatically when z8 is installed): ``z8_journal`` (an
   LMDB journal in ``tmp_path``) and ``z8_memory_journal``.
 """
 
 from typing import Any
 
+from ._agents import Outcome, Scenario, given
 from ._journal_kit import flip_byte, reseal, stored_record, tamper
 
 __all__ = [
+    "given",
+    "Scenario",
+    "Outcome",
     "JournalConformance",
     "Opened",
     "Deposited",
