@@ -7,6 +7,7 @@ re-exports the public API, and each subpackage (``z8.journal``…) its own.
 from z8 import errors
 from z8.errors import Z8Error
 from z8.actors import Actor, ActorContext, ActorRef, Agent, Decision, Machine, ThreadActor, reject
+from z8.app import Application, Router
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -32,6 +33,8 @@ __all__ = [
     "ActorContext",
     "ActorRef",
     "Agent",
+    "Application",
+    "Router",
     "Decision",
     "reject",
     "Backoff",

@@ -45,6 +45,8 @@ __all__ = [
     "InvalidDecision",
     "AgentCrashed",
     "ConcurrencyConflict",
+    "Unroutable",
+    "InvalidCommand",
 ]
 
 
@@ -280,3 +282,12 @@ class AgentCrashed(AgentError):
 
 class ConcurrencyConflict(AgentError):
     """Another writer kept moving the agent's stream through every retry; nothing was written."""
+
+
+class Unroutable(Z8Error, LookupError):
+    """Raised by ``Application.dispatch`` for a command type no route names."""
+
+
+class InvalidCommand(Z8Error, ValueError):
+    """Raised by ``Application.dispatch`` for a command that fails validation; the
+    message names the bad field."""
