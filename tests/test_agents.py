@@ -218,7 +218,7 @@ async def test_an_idle_agent_passivates_and_comes_back(journal: Journal) -> None
         await acct.ask(OpenAccount("1", "ada"))
         await acct.ask(Deposit("1", 7))
         for _ in range(100):
-            if not acct.alive:
+            if rt.tree().find("/app/account-1") is None:
                 break
             await asyncio.sleep(0.01)
         assert not acct.alive and rt.tree().find("/app/account-1") is None

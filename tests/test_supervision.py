@@ -1109,3 +1109,91 @@ def test_run_in_thread_handle_drives_the_runtime_with_plain_calls(tmp_path: Path
     assert ("stop", "w", 2) in log
     kinds = [e.type for e, _ in system_events(tmp_path)]
     assert kinds.count("z8.ActorRestarted") == 1
+
+
+# --- regressions from review ---------------------------------------------------------------------
+
+
+class SlowThenBoom(z8.Actor):
+    async def receive(self, message: Any, ctx: z8.ActorContext) -> Any:
+        if message == "boom-later":
+            await asyncio.sleep(0.2)
+            raise RuntimeError("boom")
+        return message
+
+
+async def test_a_child_that_crashes_while_being_stopped_is_finished(tmp_path: Path) -> None:
+    rt = runtime(tmp_path)
+    await rt.start()
+    ref = rt.spawn(SlowThenBoom, name="f")
+    await ref.tell("boom-later")
+    await asyncio.sleep(0.05)
+    await asyncio.wait_for(rt.aclose(), 5)
+    assert not ref.alive and rt._core.cell("/app/f") is None  # noqa: SLF001
+    with pytest.raises(ActorDied):
+        await ref.ask("hello", timeout=1)
+
+
+async def test_a_group_restart_survives_a_child_crashing_while_its_supervisor_stops(tmp_path: Path) -> None:
+    class Crasher(z8.Actor):
+        async def receive(self, message: Any, ctx: z8.ActorContext) -> Any:
+            raise RuntimeError("b crashed")
+
+    kids = [child(supervisor(child(SlowThenBoom, id="a")), id="s"), child(Crasher, id="b")]
+    async with runtime(tmp_path, strategy="one_for_all", max_restarts=3, children=kids) as rt:
+        await rt.lookup("/app/s/a").tell("boom-later")
+        await asyncio.sleep(0.05)
+        with pytest.raises(ActorDied):
+            await rt.lookup("/app/b").ask("x")
+        await eventually(lambda: alive_at(rt, "/app/s/a") and alive_at(rt, "/app/b"), what="the group back")
+        assert rt.escalation is None
+
+
+async def test_no_child_is_adopted_by_a_supervisor_taking_its_children_down(tmp_path: Path) -> None:
+    class SlowStop(z8.Actor):
+        async def receive(self, message: Any, ctx: z8.ActorContext) -> Any:
+            if message == "crash":
+                raise RuntimeError("worker crashed")
+            return message
+
+        async def on_stop(self, ctx: z8.ActorContext) -> None:
+            await asyncio.sleep(0.3)
+
+    pool = supervisor(child(SlowStop, id="w"), strategy="simple_one_for_one", max_restarts=0)
+    before = asyncio.all_tasks()
+    rt = runtime(tmp_path, children=[child(pool, id="pool")])
+    await rt.start()
+    rt.spawn(SlowStop, under="/app/pool")
+    await rt.spawn(SlowStop, under="/app/pool").tell("crash")  # the pool gives up and stops its children
+    for _ in range(10):
+        await asyncio.sleep(0.05)
+        with contextlib.suppress(RuntimeNotRunning, InvalidArgument):
+            rt.spawn(SlowStop, under="/app/pool")
+    await asyncio.wait_for(rt.aclose(), 10)
+    assert asyncio.all_tasks() - before == set()
+
+
+async def test_a_name_is_free_as_soon_as_its_stop_returns(tmp_path: Path) -> None:
+    async with runtime(tmp_path) as rt:
+        ref = rt.spawn(Worker, [], name="worker")
+        await ref.stop()
+        again = rt.spawn(Worker, [], name="worker")  # even before the supervisor read the exit
+        assert await again.ask("inc") == 1
+
+
+async def test_an_actor_stops_itself_with_ctx_stop(tmp_path: Path) -> None:
+    stopped: list[str] = []
+
+    class Job(z8.Actor):
+        async def receive(self, message: Any, ctx: z8.ActorContext) -> Any:
+            ctx.stop()
+            return "bye"
+
+        async def on_stop(self, ctx: z8.ActorContext) -> None:
+            stopped.append(ctx.path)
+
+    async with runtime(tmp_path) as rt:
+        job = rt.spawn(Job, name="job")
+        assert await job.ask("done?") == "bye"
+        await eventually(lambda: rt.tree().find("/app/job") is None, what="the job to stop itself")
+        assert stopped == ["/app/job"] and not job.alive

@@ -242,6 +242,14 @@ class ActorContext:
         """The ref of another actor by path (raises ``ActorNotFound``)."""
         return self._cell.core.lookup(path)
 
+    def stop(self) -> None:
+        """Stop this actor after the current message, without waiting (the way for an
+        actor to stop itself; ``await ctx.ref.stop()`` from inside would wait on itself)."""
+        cell = self._cell
+        if not cell.mailbox.closed and not cell.stopping:
+            cell.stopping = True
+            cell.mailbox.put_urgent(Stop("stopped itself"))
+
 
 class Cell:
     """The runtime's record of one actor in the tree (internal)."""
@@ -390,6 +398,8 @@ class Cell:
                 await self.actor.on_failure(error, self.ctx)
             except Exception as hook_error:  # noqa: BLE001 - a broken hook must not hide the crash
                 self.core.log.warning("actor.on_failure_raised", path=self.path, error=repr(hook_error))
+        if self.stopping:  # crashed on its last message before a stop: finished either way
+            self._finish("crashed while stopping", error)
         self.core.child_exited(ChildExit(self, error, crash_id, self.incarnation))
 
     async def _stopped(self, actor: Actor, reason: str) -> None:

@@ -192,9 +192,8 @@ class Agent(Actor):
         self._z8_idle = loop.call_later(self.idle_timeout, self._passivate)
 
     def _passivate(self) -> None:
-        cell = self._z8_ctx._cell  # noqa: SLF001
-        if len(cell.mailbox) == 0 and not cell.mailbox.closed:
-            asyncio.get_running_loop().create_task(self._z8_ctx.ref.stop())
+        if len(self._z8_ctx._cell.mailbox) == 0:  # noqa: SLF001 - nothing waiting: leave memory
+            self._z8_ctx.stop()
 
 
 def fold_decision(agent: Agent, state: Any, events: list[Any], path: str) -> Any:

@@ -108,46 +108,38 @@ class RuntimeCore:
         else:
             parent.mailbox.put_system(exit)
 
-    async def stop_cells(self, cells: list[Cell]) -> None:
-        """Stop many cells at once: one wait for the group (bounded by the longest
+    async def stop_cell(self, cell: Cell, timeout: float | None = None) -> None:
+        """Stop ``cell`` after its current message; cancel it past the timeout (default:
+        its spec's shutdown timeout). An actor stopping itself is not waited for."""
+        if cell.task is asyncio.current_task():
+            cell.ctx.stop()
+            return
+        await self.stop_cells([cell], timeout)
+
+    async def stop_cells(self, cells: list[Cell], timeout: float | None = None) -> None:
+        """Stop many cells at once: one wait for the group (``timeout``, or the longest
         shutdown timeout among them), then the stragglers are cancelled."""
         tasks = []
         limit: float | None = 0.0
         for cell in cells:
             task = cell.task
             if cell.mailbox.closed and (task is None or task.done()):
+                if cell.expected_exit:  # taken down by its supervisor's strategy, due back: cancel that
+                    cell.expected_exit, cell.stopping = False, True
+                    self.child_exited(ChildExit(cell, None, None, cell.incarnation))
                 continue
             cell.stopping = True
-            if task is None or task.done():
+            if task is None or task.done():  # crashed and waiting for its supervisor's decision
                 cell.finish_after_crash("stopped while waiting to restart")
-                self.child_exited(ChildExit(cell, None, None, cell.incarnation))
+                self.child_exited(ChildExit(cell, None, None, cell.incarnation))  # so it forgets the cell
                 continue
             cell.mailbox.put_urgent(Stop("stopped"))
             tasks.append(task)
             limit = None if limit is None or cell.shutdown is None else max(limit, cell.shutdown)
         if not tasks:
             return
-        _, pending = await asyncio.wait(tasks, timeout=limit)
+        _, pending = await asyncio.wait(tasks, timeout=limit if timeout is None else timeout)
         for task in pending:
             task.cancel()
         if pending:
             await asyncio.wait(pending)
-
-    async def stop_cell(self, cell: Cell, timeout: float | None = None) -> None:
-        """Stop ``cell`` after its current message; cancel it past the timeout."""
-        task = cell.task
-        if cell.mailbox.closed and (task is None or task.done()):
-            return
-        cell.stopping = True
-        if task is None or task.done():  # crashed and waiting for its supervisor's decision
-            cell.finish_after_crash("stopped while waiting to restart")
-            self.child_exited(ChildExit(cell, None, None, cell.incarnation))  # so it forgets the cell
-            return
-        cell.mailbox.put_urgent(Stop("stopped"))
-        if task is asyncio.current_task():
-            return  # an actor stopping itself: it will see the Stop after this message
-        limit = cell.shutdown if timeout is None else timeout  # None: wait as long as it takes
-        done, _ = await asyncio.wait({task}, timeout=limit)
-        if not done:
-            task.cancel()
-            await asyncio.wait({task})

@@ -68,6 +68,8 @@ class Mailbox:
 
     def put_system(self, item: Any) -> None:
         """Append a runtime message regardless of capacity (stops, child exits)."""
+        if self.closed:
+            return  # nobody will read it (a late restart timer, say)
         self._items.append(item)
         self._wake_reader()
 

@@ -43,6 +43,13 @@ class ThreadContext(ActorContext):
         super().__init__(ctx._cell)  # noqa: SLF001 - the same cell, seen from another thread
         self._loop = loop
 
+    def stop(self) -> None:
+        """Stop this actor after the current message, without waiting."""
+        if self._on_loop():
+            super().stop()
+        else:
+            _call_on_loop(self._loop, super().stop)
+
     def transition(self, target: str) -> None:
         """Move the FSM to ``target``, or raise ``TransitionBlocked`` (journaled) if not allowed."""
         if self._on_loop():

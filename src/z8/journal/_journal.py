@@ -43,6 +43,8 @@ from ._types import Event, TypeRegistry
 __all__ = ["Journal", "Append"]
 
 _VERIFY_PAGE = 8192
+MAX_ID_BYTES = 255
+"""Longest event, causation, correlation id or actor name, in UTF-8 bytes (index keys)."""
 
 
 class Append(msgspec.Struct, frozen=True):
@@ -164,8 +166,7 @@ class Journal(abc.ABC):
         if isinstance(appends, (str, bytes)) or not isinstance(appends, Sequence) or not appends:
             raise InvalidEvent("append_many needs a non-empty list of Append(stream, events, expected_version)")
         for name, value in (("causation_id", causation_id), ("correlation_id", correlation_id), ("actor", actor)):
-            if value is not None and not isinstance(value, str):
-                raise InvalidArgument(f"{name} must be a str or None, got {type(value).__name__}")
+            _check_id(name, value)
         encode = self._types.encode
         parts = []
         for item in appends:
@@ -451,11 +452,19 @@ class Journal(abc.ABC):
 def _encode_one(encode: Any, event: Any) -> tuple[str, int, bytes, str | None, str | None]:
     if type(event) is not Event:
         return (*encode(event), None, None)
-    for name in ("event_id", "causation_id"):
-        value = getattr(event, name)
-        if value is not None and (not isinstance(value, str) or not value or len(value) > 200):
-            raise InvalidArgument(f"Event.{name} must be a non-empty str of at most 200 chars, got {value!r}")
+    _check_id("Event.event_id", event.event_id)
+    _check_id("Event.causation_id", event.causation_id)
     return (*encode(event.payload), event.event_id, event.causation_id)
+
+
+def _check_id(name: str, value: object) -> None:
+    """Ids are index keys: a non-empty str of at most MAX_ID_BYTES UTF-8 bytes, or None."""
+    if value is None:
+        return
+    if not isinstance(value, str) or not value or len(value.encode()) > MAX_ID_BYTES:
+        raise InvalidArgument(
+            f"{name} must be a non-empty str of at most {MAX_ID_BYTES} UTF-8 bytes, got {value!r:.80}"
+        )
 
 
 def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> tuple[int, str] | None:

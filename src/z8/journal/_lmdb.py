@@ -243,7 +243,12 @@ class LmdbJournal(Journal):
                 stopping = True
                 batch = [item for item in batch if item is not _STOP]
             if batch:
-                _deliver(batch, self._commit([op for op, _, _ in batch]))
+                ops = [op for op, _, _ in batch]
+                try:
+                    results = self._commit(ops)
+                except Exception as exc:  # noqa: BLE001 - last line of defence: never die holding callers
+                    results = self._failed(ops, exc)
+                _deliver(batch, results)
                 self._notifier.notify()
         self._fail_leftovers()
 
@@ -267,14 +272,20 @@ class LmdbJournal(Journal):
                     results = [batch.run(op) for op in ops]
                     batch.finish()
                 return results  # the with-block committed (fsync when durable)
-            except lmdb.MapFullError:
-                self._grow()
-            except lmdb.MapResizedError:
-                self._adopt_map_size()
+            except (lmdb.MapFullError, lmdb.MapResizedError) as full:
+                try:
+                    self._grow() if isinstance(full, lmdb.MapFullError) else self._adopt_map_size()
+                except Exception as exc:  # noqa: BLE001 - e.g. no address space left to map
+                    return self._failed(ops, exc)
             except Exception as exc:  # the writer must outlive any failure, or callers hang
-                log.exception("journal.commit_failed", path=self.path)
-                failure = JournalError(f"journal write failed and was rolled back, nothing was written: {exc!r}")
-                return [failure] * len(ops)
+                if len(ops) > 1:  # one caller's bad op must not fail the others: retry each alone
+                    return [self._commit([op])[0] for op in ops]
+                return self._failed(ops, exc)
+
+    def _failed(self, ops: list[Op], exc: BaseException) -> list[object]:
+        log.error("journal.commit_failed", path=self.path, error=repr(exc))
+        failure = JournalError(f"journal write failed and was rolled back, nothing was written: {exc!r}")
+        return [failure] * len(ops)
 
     def _grow(self) -> None:
         with self._gate.exclusive():

@@ -80,6 +80,7 @@ class Supervisor(Actor):
         self._rng = random.Random()
         self._cell: Cell | None = None
         self._serial = 0
+        self._closing = False  # set once this incarnation starts taking its children down
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -101,7 +102,7 @@ class Supervisor(Actor):
         """Apply the restart policy to a child that crashed while starting; False if dropped."""
         exit = ChildExit(child, child.last_error, child.crash_event, child.incarnation)
         if child.spec.restart == "temporary":
-            del self.children[child.name]
+            self._forget(child)
             child.finish_after_crash("crashed while starting; temporary children are not restarted")
             return False
         if self._intensity_exceeded():
@@ -150,12 +151,15 @@ class Supervisor(Actor):
     def _add(self, spec: ChildSpec) -> Cell:
         cell = self._cell
         running = cell is not None and cell.actor is self and cell.task is not None and not cell.task.done()
-        if not running or cell.mailbox.closed or cell.stopping:  # type: ignore[union-attr]
+        if not running or self._closing or cell.mailbox.closed or cell.stopping:  # type: ignore[union-attr]
             raise RuntimeNotRunning(
                 f"supervisor {cell.path if cell else '?'} is not running (stopping, or crashed and waiting "
                 f"to restart); cannot start {spec.id!r}"
             )
         check_name(spec.id, "child id")
+        old = self.children.get(spec.id)
+        if old is not None and old.stopping and not old.expected_exit and old.mailbox.closed:
+            self._forget(old)  # stopped on request; its exit report is still queued: the name is free
         if spec.id in self.children:
             raise DuplicateName(f"{cell.path} already has a child named {spec.id!r}; names are unique among siblings")
         child = cell_for(cell.core, cell, f"{cell.path}/{spec.id}", spec)
@@ -181,9 +185,14 @@ class Supervisor(Actor):
         base = self.spec.children[0]
         return msgspec.structs.replace(base, id=name, args=args or base.args, kwargs={**base.kwargs, **kwargs})
 
+    def _forget(self, child: Cell) -> None:
+        del self.children[child.name]
+        self._attempts.pop(child.name, None)
+
     async def _stop_all(self) -> None:
         """Stop every child: dynamic ones together (as OTP does for simple_one_for_one),
         then the declared ones one by one in reverse start order."""
+        self._closing = True
         declared = {spec.id for spec in self.spec.children} if self.spec.strategy != "simple_one_for_one" else set()
         dynamic = [c for c in self.children.values() if c.name not in declared]
         for child in dynamic:
@@ -199,6 +208,7 @@ class Supervisor(Actor):
 
     async def kill_children(self) -> None:
         """Cancel every child at once (this supervisor was itself cancelled)."""
+        self._closing = True
         for child in reversed(list(self.children.values())):
             child.expected_exit = True
             if child.task is not None and not child.task.done():
@@ -218,12 +228,12 @@ class Supervisor(Actor):
         if child.expected_exit:
             return  # we stopped it ourselves, as part of a strategy
         if exit.error is None or child.stopping:
-            del self.children[child.name]  # stopped on request: forget it
+            self._forget(child)  # stopped on request: forget it
             if exit.error is not None:
                 child.finish_after_crash("stopped")
             return
         if child.spec.restart == "temporary":
-            del self.children[child.name]
+            self._forget(child)
             child.finish_after_crash("crashed; temporary children are not restarted")
             return
         if self._intensity_exceeded():
@@ -245,7 +255,7 @@ class Supervisor(Actor):
             SupervisorEscalatedEvent(cell.path, len(self._restarts), self.spec.within, f"{type(error).__name__}: {error}"),
             exit.crash_id,
         )
-        await self._stop_all()
+        # on_failure stops the children (it runs for every crash of a supervisor)
         raise SupervisorEscalated(
             f"{cell.path} gave up: {len(self._restarts)} restarts within {self.spec.within}s exceeds "
             f"max_restarts={self.spec.max_restarts}; last crash of {exit.cell.path}: {type(error).__name__}: {error}"
@@ -289,7 +299,7 @@ class Supervisor(Actor):
             if child.stopping and not child.expected_exit:
                 continue  # someone asked it to stop meanwhile
             if child.spec.restart == "temporary":  # a sibling taken down by the strategy
-                del self.children[child.name]
+                self._forget(child)
                 child.finish_after_crash("stopped with its siblings; temporary children are not restarted")
                 continue
             live.append(child)

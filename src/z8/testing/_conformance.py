@@ -468,3 +468,14 @@ class JournalConformance:
         for bad in ("", 5):
             with pytest.raises(errors.InvalidArgument):
                 await journal.append("w", [Event(Deposited(1), event_id=bad)])  # type: ignore[arg-type]
+
+    async def test_over_long_ids_are_refused_before_they_reach_the_writer(self, journal: Journal) -> None:
+        from z8.journal import Event
+
+        long_id = "é" * 200  # 400 UTF-8 bytes: past the 255-byte key limit
+        ok = journal.append("fine", [Deposited(1)])
+        with pytest.raises(errors.InvalidArgument, match="UTF-8 bytes"):
+            await journal.append("s", [Event(Deposited(1), causation_id=long_id)])
+        with pytest.raises(errors.InvalidArgument, match="correlation_id"):
+            await journal.append("s", [Deposited(1)], correlation_id=long_id)
+        assert len(await ok) == 1 and journal.head_position() == 1
