@@ -10,6 +10,7 @@ import pytest
 import test_agents  # noqa: F401 - loads examples/bank.py as the module "bank"
 from bank import Account, Deposit, OpenAccount, Withdraw, bank_types
 from z8.app import Application, Router
+from z8.journal import open_journal
 from z8.errors import AgentCrashed, InvalidCommand, InvalidSpec, Rejected, Unroutable
 
 pytestmark = pytest.mark.anyio
@@ -99,3 +100,95 @@ async def test_a_crashing_decision_surfaces_as_agent_crashed(tmp_path: Path) -> 
             await app.dispatch(Withdraw("1", 0))
         assert isinstance(crashed.value.__cause__, ZeroDivisionError)
         assert await app.dispatch(Withdraw("1", 4)) == 5
+
+
+# --- event handlers ---------------------------------------------------------------------------
+
+from bank import AccountOpened, Deposited, Withdrawn  # noqa: E402
+from z8.app import EventHandler, Retry, Skip, Stop  # noqa: E402
+from z8.errors import HandlerStopped  # noqa: E402
+
+
+class Balances(EventHandler):
+    """A projection: balance per account, kept in memory."""
+
+    handler_name = "balances"
+    handler_types = (Deposited, Withdrawn)
+    handler_consistency = "strong"
+
+    def __init__(self) -> None:
+        self.balances: dict[str, int] = {}
+        self.seen: list[int] = []
+
+    async def handle(self, event: Any, envelope: Any) -> None:
+        delta = event.amount if isinstance(event, Deposited) else -event.amount
+        self.balances[envelope.stream] = self.balances.get(envelope.stream, 0) + delta
+        self.seen.append(envelope.position)
+
+
+async def test_a_strong_handler_has_seen_the_events_when_dispatch_returns(tmp_path: Path) -> None:
+    balances = Balances()
+    async with Application(bank_router(), tmp_path / "j", types=bank_types(), durability="fast",
+                           handlers=[balances]) as app:
+        await app.dispatch(OpenAccount("1", "ada"))
+        for amount in (10, 20, 30):
+            await app.dispatch(Deposit("1", amount), consistency="strong")
+            assert balances.balances["account-1"] == sum(range(10, amount + 1, 10))
+        await app.dispatch(Withdraw("1", 15), consistency="strong")
+        assert balances.balances == {"account-1": 45}
+        assert balances.seen == sorted(balances.seen)  # in log order
+        with pytest.raises(Exception, match="consistency"):
+            await app.dispatch(Deposit("1", 1), consistency="sometimes")  # type: ignore[arg-type]
+
+
+async def test_a_handler_resumes_from_its_durable_cursor(tmp_path: Path) -> None:
+    first = Balances()
+    async with Application(bank_router(), tmp_path / "j", types=bank_types(), durability="fast",
+                           handlers=[first]) as app:
+        await app.dispatch(OpenAccount("1", "ada"))
+        await app.dispatch(Deposit("1", 5), consistency="strong")
+    second = Balances()
+    async with Application(bank_router(), tmp_path / "j", types=bank_types(), durability="fast",
+                           handlers=[second]) as app:
+        await app.dispatch(Deposit("1", 7), consistency="strong")
+        assert second.balances == {"account-1": 7}  # only what came after the acked cursor
+    with open_journal(tmp_path / "j") as journal:
+        assert journal.cursor("balances") >= second.seen[-1]  # acked durably
+
+
+class Picky(EventHandler):
+    """Fails on deposits of 13 (retried, then skipped) and of 666 (stops)."""
+
+    handler_name = "picky"
+    handler_types = (Deposited,)
+    handler_consistency = "strong"
+
+    def __init__(self) -> None:
+        self.attempts: dict[int, int] = {}
+        self.handled: list[int] = []
+
+    async def handle(self, event: Any, envelope: Any) -> None:
+        self.attempts[event.amount] = self.attempts.get(event.amount, 0) + 1
+        if event.amount == 7 and self.attempts[7] < 3:
+            raise ConnectionError("flaky downstream")
+        if event.amount in (13, 666):
+            raise ValueError(f"cannot take {event.amount}")
+        self.handled.append(event.amount)
+
+    async def on_error(self, error: Exception, event: Any, envelope: Any, attempt: int) -> Any:
+        if isinstance(error, ConnectionError):
+            return Retry(after=0.001)
+        return Skip() if event.amount == 13 else Stop()
+
+
+async def test_handler_verdicts_retry_skip_and_stop(tmp_path: Path) -> None:
+    picky = Picky()
+    async with Application(bank_router(), tmp_path / "j", types=bank_types(), durability="fast",
+                           handlers=[picky]) as app:
+        await app.dispatch(OpenAccount("1", "ada"))
+        for amount in (7, 13, 2):
+            await app.dispatch(Deposit("1", amount), consistency="strong")
+        assert picky.handled == [7, 2] and picky.attempts == {7: 3, 13: 1, 2: 1}
+        with pytest.raises(HandlerStopped, match="666"):
+            await app.dispatch(Deposit("1", 666), consistency="strong")
+        assert await app.dispatch(Deposit("1", 1)) == 689  # the agents go on; only the handler stopped

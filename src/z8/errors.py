@@ -47,6 +47,7 @@ __all__ = [
     "ConcurrencyConflict",
     "Unroutable",
     "InvalidCommand",
+    "HandlerStopped",
 ]
 
 
@@ -291,3 +292,8 @@ class Unroutable(Z8Error, LookupError):
 class InvalidCommand(Z8Error, ValueError):
     """Raised by ``Application.dispatch`` for a command that fails validation; the
     message names the bad field."""
+
+
+class HandlerStopped(Z8Error):
+    """Raised by a strong-consistency ``dispatch`` when an event handler it waits for has
+    stopped (its ``on_error`` said ``Stop()``, or the application is shutting down)."""

@@ -5,6 +5,7 @@
 """
 
 from ._application import Application
+from ._handlers import EventHandler, Retry, Skip, Stop, Verdict
 from ._router import Middleware, Route, Router
 
-__all__ = ["Application", "Middleware", "Route", "Router"]
+__all__ = ["Application", "EventHandler", "Middleware", "Retry", "Route", "Router", "Skip", "Stop", "Verdict"]

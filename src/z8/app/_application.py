@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from z8.actors._actor import ActorRef
-from z8.errors import ActorDied, AgentError, RuntimeNotRunning
+from z8.errors import ActorDied, AgentError, HandlerStopped, InvalidArgument, InvalidSpec, RuntimeNotRunning
 from z8.journal import Journal, TypeRegistry, open_journal
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
+from ._handlers import EventHandler, HandlerRunner
 from ._router import Router
 
 __all__ = ["Application"]
@@ -39,6 +42,7 @@ class Application:
         durability: Literal["sync", "fast"] = "sync",
         max_restarts: int = 100,
         within: float = 1.0,
+        handlers: Sequence[EventHandler] = (),
     ) -> None:
         self.router = router
         self._journal_arg = journal
@@ -53,6 +57,14 @@ class Application:
                   id=_kebab(agent.__name__))
             for agent in router.agents
         ]
+        self.handlers = list(handlers)
+        names = [h.handler_name for h in self.handlers]
+        if len(set(names)) != len(names):
+            raise InvalidSpec(f"event handler names must be unique (they name durable cursors): {names}")
+        if self.handlers:
+            self._specs.append(child(
+                supervisor(*(child(HandlerRunner, h, id=h.handler_name) for h in self.handlers)), id="handlers"
+            ))
         self._runtime: Runtime | None = None
 
     async def __aenter__(self) -> Application:
@@ -90,19 +102,43 @@ class Application:
         """The live supervision tree: one supervisor per agent type, active agents under it."""
         return self.runtime.tree()
 
-    async def dispatch(self, command: Any, *, timeout: float | None = 5.0) -> Any:
+    async def dispatch(
+        self,
+        command: Any,
+        *,
+        consistency: Literal["eventual", "strong"] = "eventual",
+        timeout: float | None = 5.0,
+    ) -> Any:
         """Route ``command`` (a Struct, or a dict/JSON with a ``type``) and return the reply.
 
-        Raises ``Unroutable``, ``InvalidCommand`` (naming the bad field), ``Rejected``,
-        ``InvalidDecision``, ``AgentCrashed`` or ``AskTimeout``. The reply comes only after
-        the decision's events are durable in the journal.
+        The reply comes only after the decision's events are durable in the journal; with
+        ``consistency="strong"``, also only after every strong event handler has handled
+        them. Raises ``Unroutable``, ``InvalidCommand`` (naming the bad field),
+        ``Rejected``, ``InvalidDecision``, ``AgentCrashed``, ``AskTimeout``, ``HandlerStopped``.
         """
+        if consistency not in ("eventual", "strong"):
+            raise InvalidArgument(f"consistency must be 'eventual' or 'strong', got {consistency!r}")
         if isinstance(command, (dict, bytes, str)):
             command = self.router.parse(command)
         call: Any = functools.partial(self._deliver, timeout=timeout)
         for middleware in reversed(self.router.middleware):  # the first added runs outermost
             call = functools.partial(middleware, call_next=call)
-        return await call(command)
+        reply = await call(command)
+        if consistency == "strong":
+            await self._settle(self.journal.head_position(), timeout)
+        return reply
+
+    async def _settle(self, position: int, timeout: float | None) -> None:
+        """Wait until every strong handler has handled the log up to ``position``."""
+        waits = []
+        for handler in self.handlers:
+            if handler.handler_consistency == "strong":
+                cell = self.runtime._core.cell(f"/{self.name}/handlers/{handler.handler_name}")  # noqa: SLF001
+                if cell is None or not isinstance(cell.actor, HandlerRunner):
+                    raise HandlerStopped(f"handler {handler.handler_name!r} {handler.stopped or 'is not running'}")
+                waits.append(cell.actor.wait_for(position))
+        if waits:
+            await asyncio.wait_for(asyncio.gather(*waits), timeout)
 
     async def _deliver(self, command: Any, *, timeout: float | None) -> Any:
         route, identity = self.router.route(command)

@@ -119,6 +119,13 @@ class TypeRegistry:
 
         return decorator
 
+    def name_of(self, cls: type) -> str:
+        """The name ``cls`` is registered under (raises ``UnregisteredEvent``)."""
+        entry = self._by_class.get(cls)
+        if entry is None:
+            raise UnregisteredEvent(f"{getattr(cls, '__qualname__', cls)} is not a registered event type")
+        return entry.name
+
     def names(self) -> list[str]:
         """The registered type names."""
         return sorted(self._by_name)
