@@ -192,3 +192,27 @@ async def test_handler_verdicts_retry_skip_and_stop(tmp_path: Path) -> None:
         with pytest.raises(HandlerStopped, match="666"):
             await app.dispatch(Deposit("1", 666), consistency="strong")
         assert await app.dispatch(Deposit("1", 1)) == 689  # the agents go on; only the handler stopped
+
+
+# --- the test kit's application fixtures --------------------------------------------------------
+
+from z8.testing import FakeClock  # noqa: E402
+
+
+class Stamped(Account):
+    """Replies with the decision's ctx.now: the journaled time, from the runtime's clock."""
+
+    def decide(self, state: Any, command: Any, ctx: Any) -> Any:
+        outcome = super().decide(state, command, ctx)
+        return outcome if not hasattr(outcome, "reply") else type(outcome)(outcome.events, reply=ctx.now)
+
+
+async def test_the_app_fixture_runs_on_a_fake_clock(z8_app: Any, z8_clock: FakeClock) -> None:
+    router = Router().identify(Stamped, by="account_id", prefix="account-")
+    router.dispatch(OpenAccount, Deposit, Withdraw, to=Stamped)
+    async with z8_app(router, types=bank_types()) as app:
+        assert await app.dispatch(OpenAccount("1", "ada")) == z8_clock.now_ns
+        z8_clock.advance(3600)
+        assert await app.dispatch(Deposit("1", 5)) == 1_700_003_600_000_000_000
+    with pytest.raises(ValueError):
+        z8_clock.advance(-1)

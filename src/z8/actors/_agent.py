@@ -11,7 +11,6 @@ it, so a crash or a restart resumes exactly where the journal says it was.
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, ClassVar
 
 import msgspec
@@ -135,7 +134,7 @@ class Agent(Actor):
     async def _handle(self, command: Any, ctx: ActorContext) -> Any:
         if self._z8_journal.stream_version(ctx.name) != self._z8_version:
             self._catch_up()  # another process wrote to this stream: decide on what is there
-        cctx = CommandContext(time.time_ns(), uuid7(), ctx.name, self._z8_version)
+        cctx = CommandContext(ctx._cell.core.clock(), uuid7(), ctx.name, self._z8_version)  # noqa: SLF001
         try:
             outcome = self.decide(self._z8_state, command, cctx)
         except Exception as error:

@@ -63,9 +63,13 @@ class DeadLetters:
 class RuntimeCore:
     """Shared services of one runtime (internal; users hold a ``Runtime``)."""
 
-    def __init__(self, journal: Journal, on_root_exit: Callable[[ChildExit], None]) -> None:
+    def __init__(
+        self, journal: Journal, on_root_exit: Callable[[ChildExit], None], clock: Callable[[], int] = time.time_ns
+    ) -> None:
         self.loop = asyncio.get_running_loop()
         self.journal = journal
+        self.clock = clock
+        """Unix time in ns for decisions (``ctx.now``): injectable, so tests use a fake clock."""
         self.system = SystemLog(journal)
         self.dead_letters = DeadLetters(self.system)
         self.log = structlog.get_logger("z8.runtime")

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import functools
 import os
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,6 +44,7 @@ class Application:
         max_restarts: int = 100,
         within: float = 1.0,
         handlers: Sequence[EventHandler] = (),
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.router = router
         self._journal_arg = journal
@@ -65,6 +67,7 @@ class Application:
             self._specs.append(child(
                 supervisor(*(child(HandlerRunner, h, id=h.handler_name) for h in self.handlers)), id="handlers"
             ))
+        self._clock = clock
         self._runtime: Runtime | None = None
 
     async def __aenter__(self) -> Application:
@@ -78,7 +81,7 @@ class Application:
         """Open the journal (when given a path) and start the supervision tree."""
         if self._journal is None:
             self._journal = open_journal(Path(self._journal_arg), types=self._types, durability=self._durability)  # type: ignore[arg-type]
-        self._runtime = Runtime(self._journal, name=self.name, children=self._specs)
+        self._runtime = Runtime(self._journal, name=self.name, children=self._specs, clock=self._clock)
         await self._runtime.start()
 
     async def aclose(self) -> None:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, Literal
@@ -33,6 +34,7 @@ class Runtime:
     runtime) or an open ``Journal`` (left open). Static children start in order on
     entry and stop in reverse on exit. If the root supervisor escalates, the tree is
     stopped and leaving the ``async with`` (or ``wait()``) raises ``RuntimeEscalated``.
+    ``clock`` (Unix ns) is what agents see as ``ctx.now``; pass a fake one in tests.
     """
 
     def __init__(
@@ -46,8 +48,10 @@ class Runtime:
         within: float = 5.0,
         backoff: Backoff | None = None,
         durability: Literal["sync", "fast"] = "sync",
+        clock: Callable[[], int] = time.time_ns,
     ) -> None:
         self.name = check_name(name, "runtime name")
+        self._clock = clock
         self.spec = SupervisorSpec(tuple(children), strategy, max_restarts, within, backoff or Backoff())
         self._journal_arg = journal
         self._durability = durability
@@ -79,7 +83,7 @@ class Runtime:
             path = Path(self._journal_arg)
             self._journal = await asyncio.to_thread(open_journal, path, durability=self._durability)
         self._done = asyncio.Event()
-        self._core = core = RuntimeCore(self._journal, self._on_root_exit)
+        self._core = core = RuntimeCore(self._journal, self._on_root_exit, self._clock)
         root_spec = ChildSpec(self.name, self.spec, shutdown=None)
         self._root = root = cell_for(core, None, f"/{self.name}", root_spec)
         root.start()
