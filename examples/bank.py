@@ -41,6 +41,12 @@ class Withdraw(msgspec.Struct, frozen=True):
     amount: int
 
 
+class GetBalance(msgspec.Struct, frozen=True):
+    """A query: answered from state, writes nothing."""
+
+    account_id: str
+
+
 class AccountOpened(msgspec.Struct, frozen=True):
     owner: str
 
@@ -82,6 +88,8 @@ class Account(z8.Agent):
                 return z8.reject("invalid_amount", amount=amount)
             case _ if state.status != "open":
                 return z8.reject("not_open")
+            case GetBalance():
+                return z8.Decision([], reply=state.balance)
             case Deposit(amount=amount):
                 return z8.Decision([Deposited(amount)], reply=state.balance + amount)
             case Withdraw(amount=amount):
@@ -103,6 +111,12 @@ class Account(z8.Agent):
 
 def bank_types() -> z8.TypeRegistry:
     return z8.TypeRegistry(EVENTS)
+
+
+def bank_router() -> z8.Router:
+    """Commands to ``Account`` agents named ``account-<account_id>``."""
+    router = z8.Router().identify(Account, by="account_id", prefix="account-")
+    return router.dispatch(OpenAccount, Deposit, Withdraw, GetBalance, to=Account)
 
 
 # --- the demo -----------------------------------------------------------------------------

@@ -15,12 +15,18 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
 
 
+SMALL = {"fleet.py": ["--accounts", "2000", "--operations", "4000"]}
+"""Arguments that keep an example quick in the suite (its default size is for people)."""
+
+
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
 def test_example_runs(example: Path, tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(example), "--dir", str(tmp_path)], capture_output=True, text=True, timeout=120
+        [sys.executable, str(example), "--dir", str(tmp_path), *SMALL.get(example.name, [])],
+        capture_output=True, text=True, timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+    assert "passed" in result.stdout.splitlines()[-1]
 
 
 def test_demo_catches_the_tampered_copy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
