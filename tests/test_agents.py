@@ -224,3 +224,20 @@ async def test_an_idle_agent_passivates_and_comes_back(journal: Journal) -> None
         assert not acct.alive and rt.tree().find("/app/account-1") is None
         again = rt.spawn(Sleepy, name="account-1")
         assert await again.ask(Deposit("1", 1)) == 8
+
+
+async def test_an_agent_restarted_often_still_snapshots_every_n_events(journal: Journal) -> None:
+    async with z8.Runtime(journal) as rt:
+        for round_ in range(3):  # three short lives of 3 events each (plus the opening)
+            acct = rt.spawn(Snappy, name="account-1")
+            if round_ == 0:
+                await acct.ask(OpenAccount("1", "ada"))
+            for _ in range(3):
+                await acct.ask(Deposit("1", 1))
+            await acct.stop()
+        for _ in range(100):
+            if journal.load_snapshot("account-1") is not None:
+                break
+            await asyncio.sleep(0.01)
+    snapshot = journal.load_snapshot("account-1")
+    assert snapshot is not None and snapshot.version >= 5  # counted across lives, not per process

@@ -112,7 +112,10 @@ class Agent(Actor):
         self._z8_ctx = ctx
         self._z8_journal: Journal = ctx._cell.core.journal  # noqa: SLF001 - the agent's own runtime
         self._z8_state, self._z8_version = rehydrate(self, self._z8_journal, ctx.name)
-        self._z8_since_snapshot = 0
+        snapshot = self._z8_journal.load_snapshot(ctx.name)
+        # Count from the stored snapshot, not from this process's start: an agent restarted
+        # often must still snapshot every N events of its stream.
+        self._z8_since_snapshot = self._z8_version - (snapshot.version if snapshot else 0)
         self._z8_idle: asyncio.TimerHandle | None = None
         self._arm_idle()
 
