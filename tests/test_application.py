@@ -216,3 +216,22 @@ async def test_the_app_fixture_runs_on_a_fake_clock(z8_app: Any, z8_clock: FakeC
         assert await app.dispatch(Deposit("1", 5)) == 1_700_003_600_000_000_000
     with pytest.raises(ValueError):
         z8_clock.advance(-1)
+
+
+async def test_shipped_middleware_validates_and_logs(tmp_path: Path) -> None:
+    import structlog.testing
+
+    from z8.app import log_commands, validate_commands
+
+    router = bank_router().use(log_commands).use(validate_commands)
+    async with Application(router, tmp_path / "j", types=bank_types(), durability="fast") as app:
+        with structlog.testing.capture_logs() as logs:
+            await app.dispatch(OpenAccount("1", "ada"))
+            with pytest.raises(InvalidCommand, match=r"Deposit: Expected `int`, got `str` - at `\$.amount`"):
+                await app.dispatch(Deposit("1", "ten"))  # type: ignore[arg-type]
+            with pytest.raises(Rejected):
+                await app.dispatch(Withdraw("1", 5))
+        assert app.journal.stream_version("account-1") == 1
+    assert [(e["event"], e["command"]) for e in logs] == [
+        ("command.handled", "OpenAccount"), ("command.refused", "Deposit"), ("command.refused", "Withdraw"),
+    ]

@@ -6,6 +6,19 @@
 
 from ._application import Application
 from ._handlers import EventHandler, Retry, Skip, Stop, Verdict
+from ._middleware import log_commands, validate_commands
 from ._router import Middleware, Route, Router
 
-__all__ = ["Application", "EventHandler", "Middleware", "Retry", "Route", "Router", "Skip", "Stop", "Verdict"]
+__all__ = [
+    "Application",
+    "EventHandler",
+    "Middleware",
+    "Retry",
+    "Route",
+    "Router",
+    "Skip",
+    "Stop",
+    "Verdict",
+    "log_commands",
+    "validate_commands",
+]
