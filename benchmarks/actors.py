@@ -38,7 +38,6 @@ import asyncio
 import gc
 import json
 import logging
-import math
 import os
 import resource
 import shutil
@@ -48,7 +47,6 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 

@@ -32,11 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
-import json
 import math
 import shutil
 import sqlite3
-import statistics
 import tempfile
 import time
 from collections.abc import Callable, Sequence

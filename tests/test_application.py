@@ -104,7 +104,7 @@ async def test_a_crashing_decision_surfaces_as_agent_crashed(tmp_path: Path) -> 
 
 # --- event handlers ---------------------------------------------------------------------------
 
-from bank import AccountOpened, Deposited, Withdrawn  # noqa: E402
+from bank import Deposited, Withdrawn  # noqa: E402
 from z8.app import EventHandler, Retry, Skip, Stop  # noqa: E402
 from z8.errors import HandlerStopped  # noqa: E402
 

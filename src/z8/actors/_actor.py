@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from z8.errors import ActorDied, AskTimeout, InvalidArgument, MailboxFull, TransitionBlocked
+from z8.errors import ActorDied, AskTimeout, InvalidArgument, TransitionBlocked
 
 from ._machine import Machine
 from ._mailbox import Mailbox, MailboxClosed
