@@ -135,13 +135,18 @@ class Agent(Actor):
         ))
 
     async def _handle(self, command: Any, ctx: ActorContext) -> Any:
-        if self._z8_journal.stream_version(ctx.name) != self._z8_version:
-            self._catch_up()  # another process wrote to this stream: decide on what is there
         cctx = CommandContext(ctx._cell.core.clock(), uuid7(), ctx.name, self._z8_version)  # noqa: SLF001
         try:
             outcome = self.decide(self._z8_state, command, cctx)
         except Exception as error:
             raise AgentCrashed(f"{ctx.path}: decide raised on {type(command).__name__}: {error!r}") from error
+        writes = isinstance(outcome, Decision) and bool(outcome.events)
+        if not writes:
+            # An append would catch a stale state by its expected version; an answer that
+            # writes nothing must check that no other process moved the stream meanwhile.
+            actual = self._z8_journal.stream_version(ctx.name)
+            if actual != self._z8_version:
+                raise WrongExpectedVersion(ctx.name, self._z8_version, actual)
         if isinstance(outcome, Rejection):
             return ReplyError(Rejected(outcome.reason, outcome.detail))
         if not isinstance(outcome, Decision):
