@@ -42,7 +42,6 @@ import importlib.util
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -53,6 +52,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from _child_output import ChildOutput
 
 from z8.actors import SYSTEM_STREAM, fold, register_system_types
 from z8.actors._agent import rehydrate
@@ -77,36 +77,6 @@ PROBE_KILL_SHARE = 0.1
 TOKEN_RUN, TOKEN_TASK, AMOUNT_UNIT, PROBE_TASK = 10**6, 10**5, 10**8, 9
 STREAM_PREFIX = "account-"
 KINDS = {"O": AccountOpened, "D": Deposited, "W": Withdrawn}
-
-
-class _ChildOutput:
-    """Complete stdout lines of a child, read with a deadline (never blocks forever)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        self._fd = proc.stdout.fileno()
-        self._partial = b""
-        self.lines: list[bytes] = []
-        self.eof = False
-
-    def read_until(self, count: int, deadline: float) -> None:
-        while len(self.lines) < count and not self.eof:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"child printed {len(self.lines)} lines, waited for {count}")
-            ready, _, _ = select.select([self._fd], [], [], remaining)
-            if ready:
-                self._feed(os.read(self._fd, 1 << 16))
-
-    def drain(self, deadline: float) -> None:
-        self.read_until(sys.maxsize, deadline)
-
-    def _feed(self, data: bytes) -> None:
-        if not data:
-            self.eof = True
-            return
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        self.lines.extend(complete)
 
 
 def _parse(raw: list[bytes], ctx: str) -> list[dict[str, Any]]:
@@ -168,7 +138,7 @@ class _Storm:
         stderr_file = self.tmp_path / f"worker-{run}.stderr"
         with open(stderr_file, "wb") as stderr:
             proc = subprocess.Popen(self._args(run), stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
-        output = _ChildOutput(proc)
+        output = ChildOutput(proc)
         try:
             roll = self.rng.random()
             if roll < EARLY_KILL_SHARE:

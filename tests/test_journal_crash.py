@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import select
 import signal
 import subprocess
 import sys
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from _child_output import ChildOutput
 
 from z8.journal import DEFAULT_MAP_SIZE, open_journal
 
@@ -38,36 +38,6 @@ Acked = dict[str, tuple[str, str, int, int]]
 """token -> (event_id, stream, version, position) as the returned envelopes said."""
 
 
-class _ChildOutput:
-    """Complete stdout lines of a child, read with a deadline (never blocks forever)."""
-
-    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
-        assert proc.stdout is not None
-        self._fd = proc.stdout.fileno()
-        self._partial = b""
-        self.lines: list[bytes] = []
-        self.eof = False
-
-    def read_until(self, count: int, deadline: float) -> None:
-        while len(self.lines) < count and not self.eof:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"child printed {len(self.lines)} lines, waited for {count}")
-            ready, _, _ = select.select([self._fd], [], [], remaining)
-            if ready:
-                self._feed(os.read(self._fd, 1 << 16))
-
-    def drain(self, deadline: float) -> None:
-        self.read_until(sys.maxsize, deadline)
-
-    def _feed(self, data: bytes) -> None:
-        if not data:
-            self.eof = True
-            return
-        *complete, self._partial = (self._partial + data).split(b"\n")
-        self.lines.extend(complete)
-
-
 def _kill_one_child(
     path: Path, durability: str, run: int, rng: random.Random, stderr_file: Path, ctx: str, extra: list[str]
 ) -> list[dict]:
@@ -77,7 +47,7 @@ def _kill_one_child(
             [sys.executable, str(WRITER), str(path), durability, str(run), str(rng.randrange(1 << 30)), *extra],
             stdout=subprocess.PIPE, stderr=stderr, bufsize=0,
         )
-    output = _ChildOutput(proc)
+    output = ChildOutput(proc)
     try:
         if rng.random() < EARLY_KILL_SHARE:
             time.sleep(rng.uniform(0.0, 0.35))  # lands in import, open, or the first appends

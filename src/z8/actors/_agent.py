@@ -111,11 +111,10 @@ class Agent(Actor):
     async def on_start(self, ctx: ActorContext) -> None:
         self._z8_ctx = ctx
         self._z8_journal: Journal = ctx._cell.core.journal  # noqa: SLF001 - the agent's own runtime
-        self._z8_state, self._z8_version = rehydrate(self, self._z8_journal, ctx.name)
-        snapshot = self._z8_journal.load_snapshot(ctx.name)
+        self._z8_state, self._z8_version, snapshot_version = _rehydrate(self, self._z8_journal, ctx.name)
         # Count from the stored snapshot, not from this process's start: an agent restarted
         # often must still snapshot every N events of its stream.
-        self._z8_since_snapshot = self._z8_version - (snapshot.version if snapshot else 0)
+        self._z8_since_snapshot = self._z8_version - snapshot_version
         self._z8_idle: asyncio.TimerHandle | None = None
         self._arm_idle()
 
@@ -229,17 +228,24 @@ def fold_decision(agent: Agent, state: Any, events: list[Any], path: str) -> Any
 
 def rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, int]:
     """The agent's state and version from its newest usable snapshot plus later events."""
-    state, version = agent.State(), 0
+    state, version, _ = _rehydrate(agent, journal, stream)
+    return state, version
+
+
+def _rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, int, int]:
+    """(state, version, version of the snapshot used — 0 for none)."""
+    state, base = agent.State(), 0
     snapshot = journal.load_snapshot(stream)
     if snapshot is not None and snapshot.schema == agent.agent_state_schema:
         try:
-            state, version = msgspec.msgpack.decode(snapshot.data, type=agent.State), snapshot.version
+            state, base = msgspec.msgpack.decode(snapshot.data, type=agent.State), snapshot.version
         except msgspec.ValidationError:
-            state, version = agent.State(), 0  # shape changed without a schema bump: rebuild
+            state, base = agent.State(), 0  # shape changed without a schema bump: rebuild
+    version = base
     for envelope in journal.read_stream(stream, version + 1):
         state = agent.evolve(state, journal.decode(envelope))
         version = envelope.version
-    return state, version
+    return state, version, base
 
 
 def fold(agent: type[Agent] | Agent, events: list[Any], state: Any = None) -> Any:
