@@ -8,6 +8,7 @@ from z8 import errors
 from z8.errors import Z8Error
 from z8.actors import Actor, ActorContext, ActorRef, Agent, Decision, Machine, ThreadActor, reject
 from z8.app import Application, Router
+from z8.effects import Call, CancelTimer, Queue, Retry, Saga, Schedule, Timer, effect
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -37,6 +38,14 @@ __all__ = [
     "Router",
     "Decision",
     "reject",
+    "Call",
+    "Timer",
+    "CancelTimer",
+    "effect",
+    "Retry",
+    "Queue",
+    "Schedule",
+    "Saga",
     "Backoff",
     "Machine",
     "Runtime",

@@ -48,6 +48,13 @@ __all__ = [
     "Unroutable",
     "InvalidCommand",
     "HandlerStopped",
+    "EffectError",
+    "InvalidEffect",
+    "Retryable",
+    "OutcomeUnknown",
+    "EffectNotFound",
+    "EffectStateError",
+    "InvalidSchedule",
 ]
 
 
@@ -297,3 +304,39 @@ class InvalidCommand(Z8Error, ValueError):
 class HandlerStopped(Z8Error):
     """Raised by a strong-consistency ``dispatch`` when an event handler it waits for has
     stopped (its ``on_error`` said ``Stop()``, or the application is shutting down)."""
+
+
+class EffectError(Z8Error):
+    """Root of the errors of durable effects, timers, jobs, schedules and sagas (``z8.effects``)."""
+
+
+class InvalidEffect(EffectError, ValueError):
+    """A bad effect declaration, or a ``Call``/``Timer`` a decision cannot make (an effect
+    the application does not know, a request of the wrong type, an unregistered timer
+    message). Raised before anything is written."""
+
+
+class Retryable(EffectError):
+    """Raise inside an effect function when the attempt certainly did *not* take effect
+    (the request never left, or the counterparty refused it before acting): the runtime
+    retries it under the effect's retry policy."""
+
+
+class OutcomeUnknown(EffectError):
+    """Raise inside an effect function when the request may have taken effect but no
+    answer came back (a lost acknowledgement). The runtime records ``EffectUnknown`` and
+    resolves it: by the effect's ``resolve`` query, by re-issuing an idempotent effect with
+    the same key, or by parking it as stuck for a human."""
+
+
+class EffectNotFound(EffectError, LookupError):
+    """No effect with that id is known to the application's outbox."""
+
+
+class EffectStateError(EffectError):
+    """The effect is not in a state that allows the operation (approve an effect that is
+    not awaiting approval, redrive one that is neither dead-lettered nor stuck)."""
+
+
+class InvalidSchedule(EffectError, ValueError):
+    """A schedule whose cron expression, time zone or missed-fire policy is not valid."""

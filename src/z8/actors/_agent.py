@@ -11,12 +11,14 @@ it, so a crash or a restart resumes exactly where the journal says it was.
 from __future__ import annotations
 
 import asyncio
+import datetime as _dt
 from typing import Any, ClassVar
 
 import msgspec
 
 from z8.errors import (
     AgentCrashed,
+    Z8Error,
     ConcurrencyConflict,
     InvalidDecision,
     Rejected,
@@ -27,6 +29,17 @@ from z8.ids import uuid7
 from z8.journal import NO_STREAM, Journal
 
 from ._actor import Actor, ActorContext, ReplyError
+from ._ledger import (
+    RECORD_TYPES,
+    CancelTimer,
+    Deliver,
+    EffectRecord,
+    Ledger,
+    Timer,
+    TimerCancelled,
+    TimerSet,
+    admissible,
+)
 from ._machine import Machine
 from ._system import TransitionRefused
 
@@ -34,10 +47,17 @@ __all__ = ["Agent", "Decision", "Rejection", "CommandContext", "reject", "fold",
 
 
 class Decision(msgspec.Struct, frozen=True):
-    """What ``decide`` returns when it accepts a command: events to append, and the reply."""
+    """What ``decide`` returns when it accepts a command.
+
+    ``events`` are appended, with an intent per ``effects`` entry (``Call``) and a record
+    per ``timers`` entry (``Timer``/``CancelTimer``), in one atomic append; ``reply`` goes
+    back to the caller once that append is durable. Effects run only after it.
+    """
 
     events: list[Any] = []
     reply: Any = None
+    effects: list[Any] = []
+    timers: list[Any] = []
 
 
 class Rejection(msgspec.Struct, frozen=True):
@@ -87,6 +107,10 @@ class Agent(Actor):
     """Seconds without a message after which the agent stops itself (passivation)."""
     agent_max_retries: ClassVar[int] = 3
     """Decide-again attempts when another writer moved the stream first."""
+    agent_effects: ClassVar[tuple[Any, ...]] = ()
+    """The effects this agent's decisions may call; the application registers them."""
+    agent_keeps_done: ClassVar[bool] = False
+    """Keep succeeded reversible effects in the ledger (sagas compensate them)."""
 
     def decide(self, state: Any, command: Any, ctx: CommandContext) -> Decision | Rejection:
         """Pure: return a Decision (events, reply) or a Rejection. No I/O, no clock."""
@@ -108,10 +132,17 @@ class Agent(Actor):
         """The stream version the state reflects."""
         return self._z8_version
 
+    @property
+    def ledger(self) -> Ledger:
+        """The runtime's share of the state: pending effects and armed timers (read-only)."""
+        return self._z8_ledger
+
     async def on_start(self, ctx: ActorContext) -> None:
         self._z8_ctx = ctx
         self._z8_journal: Journal = ctx._cell.core.journal  # noqa: SLF001 - the agent's own runtime
-        self._z8_state, self._z8_version, snapshot_version = _rehydrate(self, self._z8_journal, ctx.name)
+        self._z8_state, self._z8_ledger, self._z8_version, snapshot_version = _rehydrate(
+            self, self._z8_journal, ctx.name
+        )
         # Count from the stored snapshot, not from this process's start: an agent restarted
         # often must still snapshot every N events of its stream.
         self._z8_since_snapshot = self._z8_version - snapshot_version
@@ -133,46 +164,136 @@ class Agent(Actor):
             f"{ctx.name}: the stream kept moving under {self.agent_max_retries + 1} attempts; nothing was written"
         ))
 
-    async def _handle(self, command: Any, ctx: ActorContext) -> Any:
-        cctx = CommandContext(ctx._cell.core.clock(), uuid7(), ctx.name, self._z8_version)  # noqa: SLF001
+    async def _handle(self, message: Any, ctx: ActorContext) -> Any:
+        core = ctx._cell.core  # noqa: SLF001 - the agent's own runtime
+        lead: list[EffectRecord] = []
+        causation = correlation = None
+        if type(message) is Deliver:
+            if not admissible(self._z8_ledger, message.records[0]):
+                return False  # already recorded, cancelled, or not awaiting this act
+            lead, causation, correlation = message.records, message.causation_id, message.correlation_id
+            if message.message is None:
+                await self._write(ctx, lead, [], lead, causation, correlation, self._z8_state)
+                return True
+            message = message.message
+        cctx = CommandContext(core.clock(), uuid7(), ctx.name, self._z8_version, causation, correlation)
         try:
-            outcome = self.decide(self._z8_state, command, cctx)
+            outcome = self._z8_decide(self._z8_state, message, cctx)
         except Exception as error:
-            raise AgentCrashed(f"{ctx.path}: decide raised on {type(command).__name__}: {error!r}") from error
-        writes = isinstance(outcome, Decision) and bool(outcome.events)
+            if lead:  # the runtime's fact (an outcome, a fired timer) is kept even so
+                await self._write(ctx, lead, [], lead, causation, correlation, self._z8_state)
+            raise AgentCrashed(f"{ctx.path}: decide raised on {type(message).__name__}: {error!r}") from error
+        writes = bool(lead) or (isinstance(outcome, Decision) and bool(outcome.events or outcome.effects or outcome.timers))
         if not writes:
             # An append would catch a stale state by its expected version; an answer that
             # writes nothing must check that no other process moved the stream meanwhile.
             actual = self._z8_journal.stream_version(ctx.name)
             if actual != self._z8_version:
                 raise WrongExpectedVersion(ctx.name, self._z8_version, actual)
+        error: BaseException | None = None
         if isinstance(outcome, Rejection):
-            return ReplyError(Rejected(outcome.reason, outcome.detail))
-        if not isinstance(outcome, Decision):
-            return ReplyError(InvalidDecision(
+            error = Rejected(outcome.reason, outcome.detail)
+        elif not isinstance(outcome, Decision):
+            error = InvalidDecision(
                 f"{ctx.path}: decide returned {type(outcome).__name__}; return Decision(...) or reject(...)"
-            ))
-        if not outcome.events:
-            return outcome.reply
+            )
+        else:
+            try:
+                records = lead + self._records(outcome, cctx, core)
+                scratch = fold_decision(self, self._z8_state, outcome.events, ctx.path)
+            except InvalidDecision as invalid:
+                blocked = invalid.__cause__
+                if isinstance(blocked, TransitionBlocked):
+                    core.system.record(TransitionRefused(ctx.path, blocked.source, blocked.target))
+                error = invalid
+        if error is not None:
+            if lead:  # a refused outcome is still an outcome: journal it alone
+                await self._write(ctx, lead, [], lead, causation, correlation, self._z8_state)
+                return True
+            return ReplyError(error)
+        if records or outcome.events:
+            await self._write(ctx, lead, outcome.events, records, causation or cctx.command_id,
+                              correlation or cctx.command_id, scratch)
+        return True if lead else outcome.reply
+
+    def _z8_decide(self, state: Any, message: Any, cctx: CommandContext) -> Any:
+        """The decision for ``message`` (subclasses of the runtime, like Saga, intercept)."""
+        return self.decide(state, message, cctx)
+
+    def _records(self, outcome: Decision, cctx: CommandContext, core: Any) -> list[EffectRecord]:
+        """The intents and timer records of a decision, validated; InvalidDecision if not."""
+        if not outcome.effects and not outcome.timers:
+            return []
+        first = self._z8_version + 1
+        records: list[EffectRecord] = []
+        if outcome.effects:
+            host = getattr(core, "effects", None)
+            if host is None:
+                raise InvalidDecision(
+                    f"{cctx.stream}: decide returned effects, but this runtime runs no outbox; "
+                    "run the agent in a z8.Application"
+                )
+            for index, call in enumerate(outcome.effects):
+                try:
+                    records.append(host.intent(type(self).__name__, cctx, call, f"{cctx.stream}/{first}/{index}",
+                                               compensates=getattr(call, "compensates", None)))
+                except Z8Error as bad:
+                    raise InvalidDecision(f"{cctx.stream}: effect #{index}: {bad}; nothing was written") from bad
+        for index, timer in enumerate(outcome.timers):
+            records.append(self._timer_record(timer, index, first, cctx))
+        return records
+
+    def _timer_record(self, timer: Any, index: int, first: int, cctx: CommandContext) -> EffectRecord:
+        where = f"{cctx.stream}: timer #{index}"
+        if isinstance(timer, CancelTimer):
+            return TimerCancelled(timer.id)
+        if not isinstance(timer, Timer):
+            raise InvalidDecision(f"{where} is a {type(timer).__name__}; use z8.Timer(...) or z8.CancelTimer(id)")
+        if (timer.after is None) == (timer.at is None):
+            raise InvalidDecision(f"{where}: give exactly one of after= (seconds) or at= (ns or datetime)")
+        if timer.after is not None:
+            if isinstance(timer.after, bool) or not isinstance(timer.after, (int, float)) or timer.after < 0:
+                raise InvalidDecision(f"{where}: after must be seconds >= 0, got {timer.after!r}")
+            due = cctx.now + int(timer.after * 1_000_000_000)
+        elif isinstance(timer.at, _dt.datetime):
+            if timer.at.tzinfo is None:
+                raise InvalidDecision(f"{where}: at must be an aware datetime (give it a tzinfo)")
+            due = int(timer.at.timestamp() * 1_000_000_000)
+        elif isinstance(timer.at, int) and not isinstance(timer.at, bool):
+            due = timer.at
+        else:
+            raise InvalidDecision(f"{where}: at must be Unix ns (int) or an aware datetime, got {timer.at!r}")
         try:
-            scratch = fold_decision(self, self._z8_state, outcome.events, ctx.path)
-        except InvalidDecision as invalid:
-            blocked = invalid.__cause__
-            if isinstance(blocked, TransitionBlocked):
-                ctx._cell.core.system.record(TransitionRefused(ctx.path, blocked.source, blocked.target))  # noqa: SLF001
-            return ReplyError(invalid)
+            name, schema, data = self._z8_journal.types.encode(timer.message)
+        except Z8Error as bad:
+            raise InvalidDecision(f"{where}: its message cannot be journaled: {bad}") from bad
+        timer_id = timer.id if timer.id is not None else f"t{first}.{index}"
+        if not isinstance(timer_id, str) or not timer_id:
+            raise InvalidDecision(f"{where}: id must be a non-empty str, got {timer_id!r}")
+        return TimerSet(timer_id, due, name, schema, data)
+
+    async def _write(
+        self, ctx: ActorContext, lead: list[EffectRecord], events: list[Any], records: list[EffectRecord],
+        causation: str | None, correlation: str | None, scratch: Any,
+    ) -> None:
+        """Append ``events`` then ``records`` (``lead`` first among them) and move on."""
+        ledger = self._z8_ledger
+        if records:
+            ledger = ledger.copy()
+            for record in records:
+                ledger.apply(record, keep_done=self.agent_keeps_done)
+        batch = [*lead, *events, *records[len(lead):]] if lead else [*events, *records]
         written = await self._z8_journal.append(
-            ctx.name, outcome.events, self._z8_version or NO_STREAM,
-            causation_id=cctx.command_id, correlation_id=cctx.command_id, actor=ctx.path,
+            ctx.name, batch, self._z8_version or NO_STREAM,
+            causation_id=causation, correlation_id=correlation, actor=ctx.path,
         )
-        self._z8_state, self._z8_version = scratch, written[-1].version
+        self._z8_state, self._z8_ledger, self._z8_version = scratch, ledger, written[-1].version
         self._maybe_snapshot(ctx.name, len(written))
-        return outcome.reply
 
     def _catch_up(self) -> None:
         journal, stream = self._z8_journal, self._z8_ctx.name
         for envelope in journal.read_stream(stream, self._z8_version + 1):
-            self._z8_state = self.evolve(self._z8_state, journal.decode(envelope))
+            self._z8_state, self._z8_ledger = _fold_envelope(self, journal, envelope, self._z8_state, self._z8_ledger)
             self._z8_version = envelope.version
 
     def _maybe_snapshot(self, stream: str, written: int) -> None:
@@ -182,7 +303,10 @@ class Agent(Actor):
         self._z8_since_snapshot += written
         if self._z8_since_snapshot >= every:
             self._z8_since_snapshot = 0
-            data = msgspec.msgpack.encode(self._z8_state)
+            data = _SNAPSHOT_ENCODER.encode(self._z8_state)
+            ledger = self._z8_ledger
+            if ledger.effects or ledger.timers or ledger.done or ledger.saga != "running":
+                data = _SNAPSHOT_ENCODER.encode(_AgentSnapshot(msgspec.Raw(data), ledger))
             # Not awaited: the writer thread stores it after the events; a lost snapshot
             # only means a longer rehydration.
             asyncio.get_running_loop().create_task(
@@ -226,26 +350,50 @@ def fold_decision(agent: Agent, state: Any, events: list[Any], path: str) -> Any
     return state
 
 
+class _AgentSnapshot(msgspec.Struct, array_like=True, tag="z8.agent"):
+    """An agent's snapshot when its runtime ledger is not empty: State (encoded) and
+    ledger. With an empty ledger the snapshot is the encoded State alone."""
+
+    state: msgspec.Raw
+    ledger: Ledger
+
+
+_SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
+
+
 def rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, int]:
     """The agent's state and version from its newest usable snapshot plus later events."""
-    state, version, _ = _rehydrate(agent, journal, stream)
+    state, _, version, _ = _rehydrate(agent, journal, stream)
     return state, version
 
 
-def _rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, int, int]:
-    """(state, version, version of the snapshot used — 0 for none)."""
-    state, base = agent.State(), 0
+def _fold_envelope(agent: Agent, journal: Journal, envelope: Any, state: Any, ledger: Ledger) -> tuple[Any, Ledger]:
+    """Fold one stored event: a ``z8.`` record into the ledger, anything else through evolve."""
+    if envelope.type in RECORD_TYPES:
+        ledger.apply(journal.decode(envelope), keep_done=agent.agent_keeps_done)
+        return state, ledger
+    return agent.evolve(state, journal.decode(envelope)), ledger
+
+
+def _rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, Ledger, int, int]:
+    """(state, ledger, version, version of the snapshot used — 0 for none)."""
+    state, ledger, base = agent.State(), Ledger(), 0
     snapshot = journal.load_snapshot(stream)
     if snapshot is not None and snapshot.schema == agent.agent_state_schema:
         try:
-            state, base = msgspec.msgpack.decode(snapshot.data, type=agent.State), snapshot.version
+            stored = msgspec.msgpack.decode(snapshot.data, type=_AgentSnapshot)
+            state = msgspec.msgpack.decode(stored.state, type=agent.State)
+            ledger, base = stored.ledger, snapshot.version
         except msgspec.ValidationError:
-            state, base = agent.State(), 0  # shape changed without a schema bump: rebuild
+            try:  # an empty ledger: the State alone
+                state, base = msgspec.msgpack.decode(snapshot.data, type=agent.State), snapshot.version
+            except msgspec.ValidationError:
+                state, ledger, base = agent.State(), Ledger(), 0  # shape changed without a schema bump
     version = base
     for envelope in journal.read_stream(stream, version + 1):
-        state = agent.evolve(state, journal.decode(envelope))
+        state, ledger = _fold_envelope(agent, journal, envelope, state, ledger)
         version = envelope.version
-    return state, version, base
+    return state, ledger, version, base
 
 
 def fold(agent: type[Agent] | Agent, events: list[Any], state: Any = None) -> Any:

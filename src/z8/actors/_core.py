@@ -73,6 +73,8 @@ class RuntimeCore:
         self.system = SystemLog(journal)
         self.dead_letters = DeadLetters(self.system)
         self.log = structlog.get_logger("z8.runtime")
+        self.effects: Any = None
+        """The application's outbox (``z8.effects``), when one runs: agents journal intents through it."""
         self._cells: dict[str, Cell] = {}
         self._on_root_exit = on_root_exit
 

@@ -19,6 +19,8 @@ from z8.errors import Z8Error
 from z8.ids import UuidV7
 from z8.journal import Event, Journal, TypeRegistry
 
+from ._ledger import RECORD_TYPES
+
 __all__ = [
     "SystemLog",
     "ActorStarted",
@@ -103,8 +105,9 @@ SYSTEM_EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
 
 
 def register_system_types(types: TypeRegistry) -> TypeRegistry:
-    """Register the ``$system`` event classes (under their ``z8.`` names) in ``types``."""
-    for name, cls in SYSTEM_EVENT_TYPES.items():
+    """Register the ``$system`` event classes and the effect records (under their ``z8.``
+    names) in ``types``."""
+    for name, cls in (*SYSTEM_EVENT_TYPES.items(), *RECORD_TYPES.items()):
         if cls not in types:
             types.register(cls, name=name)
     return types

@@ -11,8 +11,19 @@ from pathlib import Path
 from typing import Any, Literal
 
 from z8.actors._actor import ActorRef
-from z8.errors import ActorDied, AgentError, HandlerStopped, InvalidArgument, InvalidSpec, RuntimeNotRunning
+from z8.actors._ledger import Deliver, EffectRecord
+from z8.effects import DEAD, STUCK, UNKNOWN, Effect, EffectView, Outbox, Queue, Schedule, Scheduler
+from z8.errors import (
+    ActorDied,
+    AgentError,
+    EffectNotFound,
+    HandlerStopped,
+    InvalidArgument,
+    InvalidSpec,
+    RuntimeNotRunning,
+)
 from z8.journal import Journal, TypeRegistry, open_journal
+from z8.policies import Gate
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
 from ._handlers import EventHandler, HandlerRunner
@@ -45,6 +56,10 @@ class Application:
         within: float = 1.0,
         handlers: Sequence[EventHandler] = (),
         clock: Callable[[], int] = time.time_ns,
+        effects: Sequence[Effect] = (),
+        queues: Sequence[Queue] = (),
+        schedules: Sequence[Schedule] = (),
+        gate: Gate | None = None,
     ) -> None:
         self.router = router
         self._journal_arg = journal
@@ -69,6 +84,14 @@ class Application:
             ))
         self._clock = clock
         self._runtime: Runtime | None = None
+        self._effects = [*effects, *(e for agent in router.agents for e in getattr(agent, "agent_effects", ()))]
+        self._queues = list(queues)
+        self._schedules = list(schedules)
+        self._gate = gate
+        self._agent_at = {path: agent for agent, path in self._paths.items()}
+        self._outbox: Outbox | None = None
+        if len({s.id for s in self._schedules}) != len(self._schedules):
+            raise InvalidSpec(f"schedule ids must be unique: {[s.id for s in self._schedules]}")
 
     async def __aenter__(self) -> Application:
         await self.start()
@@ -81,11 +104,22 @@ class Application:
         """Open the journal (when given a path) and start the supervision tree."""
         if self._journal is None:
             self._journal = open_journal(Path(self._journal_arg), types=self._types, durability=self._durability)  # type: ignore[arg-type]
+        self._outbox = Outbox(self._journal, self._send, clock=self._clock, effects=self._effects,
+                              queues=self._queues, gate=self._gate)
+        for schedule in self._schedules:
+            self._outbox.register(schedule.effect)
+        if self._schedules:
+            self._outbox.on_start.append(Scheduler(self._outbox, self._schedules).start)
         self._runtime = Runtime(self._journal, name=self.name, children=self._specs, clock=self._clock)
         await self._runtime.start()
+        self._runtime._core.effects = self._outbox  # noqa: SLF001 - the runtime's outbox
+        await self._outbox.start()
 
     async def aclose(self) -> None:
-        """Stop every agent and, if the application opened it, close the journal."""
+        """Let running effects finish (a few seconds at most), stop every agent and, if the
+        application opened it, close the journal."""
+        if self._outbox is not None:
+            await self._outbox.aclose()
         if self._runtime is not None:
             await self._runtime.aclose()
         if self._owns_journal and self._journal is not None:
@@ -156,6 +190,79 @@ class Application:
                     raise
                 # the agent stopped (passivated) between lookup and ask: activate it again
         raise RuntimeNotRunning(f"{identity} kept stopping before it could take {type(command).__name__}")
+
+    # --- effects -------------------------------------------------------------------------
+
+    @property
+    def outbox(self) -> Outbox:
+        """The effect executor (started with the application)."""
+        if self._outbox is None:
+            raise RuntimeNotRunning("start the application first")
+        return self._outbox
+
+    async def _send(self, path: str, deliver: Deliver) -> bool:
+        parent, _, identity = path.rpartition("/")
+        agent = self._agent_at.get(parent)
+        if agent is None:
+            raise EffectNotFound(f"no agent type of this application lives under {parent!r} (owner of an effect)")
+        for _ in range(3):
+            ref = self._activate(agent, identity)
+            try:
+                return bool(await ref.ask(deliver, 60.0))
+            except ActorDied as died:
+                if died.cause is not None:
+                    raise
+        raise RuntimeNotRunning(f"{path} kept stopping before it could take an effect's outcome")
+
+    def dead_letters(self) -> list[EffectView]:
+        """Effects that failed after every retry, waiting for ``redrive`` or ``settle``."""
+        return self.outbox.listing(DEAD)
+
+    def stuck(self) -> list[EffectView]:
+        """Effects whose outcome could not be learnt safely; a human must redrive or settle them."""
+        return self.outbox.listing(STUCK)
+
+    def pending_effects(self) -> list[EffectView]:
+        """Every effect without a final outcome (running, parked, unknown, stuck, dead)."""
+        return self.outbox.listing("intended", "parked", UNKNOWN, STUCK, DEAD)
+
+    async def approve(self, effect_id: str, *, by: str, verdict: Literal["approve", "deny"] = "approve",
+                      reason: str = "") -> None:
+        """A human's verdict on an effect a policy holds for approval; journaled, then it runs
+        (``approve``) or its agent gets ``EffectFailed(error="ApprovalDenied")`` (``deny``).
+        Raises ``EffectNotFound``, or ``EffectStateError`` if it is not awaiting approval or
+        ``by`` is not among its approvers."""
+        if verdict not in ("approve", "deny"):
+            raise InvalidArgument(f"verdict must be 'approve' or 'deny', got {verdict!r}")
+        if not isinstance(by, str) or not by:
+            raise InvalidArgument("approve needs by= (who decided)")
+        await self.outbox.approve(effect_id, by, verdict == "approve", reason)
+
+    async def redrive(self, effect_id: str, *, by: str = "operator") -> None:
+        """Re-issue a dead-lettered or stuck effect with its original key (journaled)."""
+        await self.outbox.redrive(effect_id, by)
+
+    async def settle(self, effect_id: str, *, by: str, result: Any = None, error: str | None = None) -> None:
+        """Record a human's finding for a stuck, dead-lettered or unknown effect: it
+        succeeded with ``result``, or (``error`` given) it did not happen. The agent decides on it."""
+        if not isinstance(by, str) or not by:
+            raise InvalidArgument("settle needs by= (who established the outcome)")
+        await self.outbox.settle(effect_id, by, result=result, error=error)
+
+    async def enqueue(self, effect: Effect | str, request: Any = None, *, key: str | None = None,
+                      delay: float | None = None, queue: str | None = None, priority: int = 0) -> str:
+        """Journal a job: ``effect`` run with ``request`` (after ``delay`` seconds) in ``queue``.
+
+        Idempotent by ``key``: enqueuing the same key again returns the same effect id and
+        runs nothing more. Returns the job's effect id (``$jobs/{key}/1/0``); wait for it
+        with :meth:`wait_effect`.
+        """
+        return await self.outbox.enqueue(effect, request, key=key, delay=delay, queue=queue, priority=priority)
+
+    async def wait_effect(self, effect_id: str, timeout: float | None = 30.0) -> EffectRecord:
+        """The settled outcome of an effect or job: ``EffectSucceeded``, ``EffectFailed``
+        (``exhausted``: dead-lettered) or ``EffectStuck``, waiting up to ``timeout`` seconds."""
+        return await self.outbox.wait(effect_id, timeout)
 
     def _activate(self, agent: type, identity: str) -> ActorRef:
         runtime = self.runtime

@@ -142,8 +142,9 @@ class Subscription:
                 return  # a commit landed between our read and the clear
         except JournalClosed:
             return
-        try:
-            await asyncio.wait_for(self._event.wait(), CROSS_PROCESS_POLL)
+        try:  # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a cancellation
+            async with asyncio.timeout(CROSS_PROCESS_POLL):
+                await self._event.wait()
         except TimeoutError:
             pass
 
