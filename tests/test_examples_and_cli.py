@@ -12,7 +12,7 @@ import pytest
 from z8.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "examples").glob("*.py"))
+EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 
 
 SMALL = {"fleet.py": ["--accounts", "2000", "--operations", "4000"]}

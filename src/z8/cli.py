@@ -3,6 +3,8 @@
     z8 verify PATH                  walk the hash chain; exit 1 if it is broken
     z8 events PATH [--stream S] [--from N] [--limit N]
                                     print events as JSON lines (payloads decoded generically)
+    z8 effects PATH [--status S]    list effects without a final outcome (stuck, dead, parked…)
+                                    as JSON lines
     z8 shell MODULE:ATTR            start the Runtime named there on a background thread and
                                     open a Python REPL bound to it (tree(), events(stream)…)
 """
@@ -18,6 +20,8 @@ from typing import Any
 
 import msgspec
 
+from z8.actors._ledger import RECORD_TYPES, EffectIntended, status_after
+from z8.effects import CURSOR
 from z8.errors import InvalidArgument, Z8Error
 from z8.journal import Envelope, open_journal
 
@@ -35,6 +39,10 @@ def _parser() -> argparse.ArgumentParser:
     events.add_argument("--stream", help="only this stream (in version order)")
     events.add_argument("--from", dest="start", type=int, default=1, help="first position (or version with --stream)")
     events.add_argument("--limit", type=int, default=None)
+    effects = commands.add_parser("effects", help="list effects without a final outcome as JSON lines")
+    effects.add_argument("path")
+    effects.add_argument("--status", choices=["intended", "parked", "unknown", "stuck", "dead"],
+                         help="only effects in this status")
     shell = commands.add_parser("shell", help="run an application in the background and open a REPL on it")
     shell.add_argument("target", help="MODULE:ATTR naming a z8.Runtime, or a function that returns one")
     return parser
@@ -45,6 +53,31 @@ def _as_json(envelope: Envelope) -> bytes:
     row["data"] = _decode_any(envelope.data)
     row["prev_hash"], row["hash"] = envelope.prev_hash.hex(), envelope.hash.hex()
     return _json.encode(row)
+
+
+def _open_effects(journal: Any, status: str | None) -> list[dict[str, Any]]:
+    """Fold the effect records after the outbox's checkpoint: what still has no final outcome."""
+    open_: dict[str, dict[str, Any]] = {}
+    for envelope in journal.read_all(journal.cursor(CURSOR) + 1):
+        cls = RECORD_TYPES.get(envelope.type)
+        if cls is None:
+            continue
+        record = msgspec.msgpack.decode(envelope.data, type=cls)
+        effect_id = getattr(record, "effect_id", None)
+        if effect_id is None:
+            continue
+        if isinstance(record, EffectIntended):
+            row = open_[effect_id] = {"effect_id": effect_id, "effect": record.effect, "kind": record.kind,
+                                      "stream": envelope.stream, "position": envelope.position,
+                                      "status": status_after(None, record)}
+        elif (row := open_.get(effect_id)) is not None:
+            row["status"] = status_after(row["status"], record)
+        else:
+            continue
+        row["last"] = envelope.type
+        if row["status"] is None:
+            del open_[effect_id]
+    return [row for row in open_.values() if status is None or row["status"] == status]
 
 
 def _load_runtime(target: str) -> Any:
@@ -107,6 +140,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 report = journal.verify()
                 print(report)
                 return 0 if report.ok else 1
+            if args.command == "effects":
+                out = sys.stdout.buffer
+                for row in _open_effects(journal, args.status):
+                    out.write(_json.encode(row) + b"\n")
+                out.flush()
+                return 0
             found = (
                 journal.read_stream(args.stream, args.start, limit=args.limit)
                 if args.stream else journal.read_all(args.start, args.limit)

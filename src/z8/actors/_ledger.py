@@ -167,6 +167,8 @@ class EffectApproved(EffectRecord, frozen=True):
     by: str
     approve: bool = True
     reason: str = ""
+    final: bool = True
+    """Whether this approval completes the quorum (an approval short of it changes nothing)."""
 
 
 class EffectRedriven(EffectRecord, frozen=True):
@@ -252,7 +254,7 @@ def status_after(status: str | None, record: EffectRecord) -> str | None:
     if kind is EffectStuck:
         return STUCK
     if kind is EffectApproved:
-        return INTENDED if record.approve else status  # type: ignore[attr-defined]
+        return INTENDED if record.approve and record.final else status  # type: ignore[attr-defined]
     if kind is EffectRedriven:
         return INTENDED
     return status
@@ -319,9 +321,11 @@ class Ledger(msgspec.Struct):
             status = status_after(pending.status, record)
         if status is None:
             self.effects.pop(effect_id, None)
-            if (keep_done and kind is EffectSucceeded and pending.kind == "reversible"
-                    and pending.compensates is None):
-                self.done.append(DoneEffect(effect_id, pending.effect, record.result))  # type: ignore[attr-defined]
+            if keep_done and kind is EffectSucceeded:
+                if pending.compensates is not None:  # undone: a saga must not compensate it again
+                    self.done = [d for d in self.done if d.effect_id != pending.compensates]
+                elif pending.kind == "reversible":
+                    self.done.append(DoneEffect(effect_id, pending.effect, record.result))  # type: ignore[attr-defined]
         else:
             pending.status = status
             self.effects[effect_id] = pending

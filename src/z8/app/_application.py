@@ -42,6 +42,12 @@ class Application:
     Every agent type gets a ``simple_one_for_one`` supervisor at ``/{name}/{type}``; an
     agent lives at ``/{name}/{type}/{identity}`` and its stream is its identity. Use as
     an async context manager.
+
+    Effects: the application runs the outbox (:mod:`z8.effects`) for the effects its
+    agents list in ``agent_effects`` and those passed as ``effects`` (jobs); ``queues``
+    declare concurrency and rate limits, ``schedules`` cron jobs, and ``gate`` is the
+    policy enforcement point asked about every effect before it runs. ``clock`` (Unix ns)
+    is the runtime clock for ``ctx.now``, timers and delays; tests pass a FakeClock.
     """
 
     def __init__(

@@ -407,8 +407,6 @@ class Outbox:
             item.last_error = f"{record.error}: {record.message}"
         elif kind is EffectApproved and record.approve:
             item.approvals.add(record.by)
-            if len(item.approvals) < item.intent.quorum:
-                return  # still parked: more approvals needed
         elif kind is EffectStuck:
             item.last_error = record.reason
         before = item.status
@@ -720,8 +718,11 @@ class Outbox:
         approvers = item.intent.approvers
         if approvers and by not in approvers:
             raise EffectStateError(f"{by!r} may not approve {effect_id!r}; approvers are {approvers}")
-        act = EffectApproved(effect_id, by, approve, reason)
+        if by in item.approvals:
+            raise EffectStateError(f"{by!r} has already approved {effect_id!r}; a quorum needs distinct approvers")
+        act = EffectApproved(effect_id, by, approve, reason, final=len(item.approvals) + 1 >= item.intent.quorum)
         if approve:
+            item.approvals.add(by)  # now, so a concurrent approval counts this one toward the quorum
             await self._record(item, act)
         else:
             await self._finish(item, EffectFailed(effect_id, item.intent.effect, "ApprovalDenied",

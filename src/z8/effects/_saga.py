@@ -93,6 +93,6 @@ class Saga(Agent):
 
     def _records(self, outcome: Decision, cctx: CommandContext, core: Any) -> list[EffectRecord]:
         records = super()._records(outcome, cctx, core)
-        if isinstance(outcome, SagaDecision):
-            records.extend(outcome.saga_records)
+        if isinstance(outcome, SagaDecision):  # the saga's move first, then what it runs
+            records[:0] = outcome.saga_records
         return records
