@@ -104,7 +104,7 @@ class _Item:
     """What the outbox knows about one effect without a final outcome."""
 
     __slots__ = ("effect_id", "stream", "owner", "intent", "event_id", "correlation_id", "position",
-                 "status", "attempts", "last_error", "running", "recovering", "approvals")
+                 "status", "attempts", "last_error", "running", "rerun", "recovering", "approvals")
 
     def __init__(self, envelope: Envelope, intent: EffectIntended) -> None:
         self.effect_id = intent.effect_id
@@ -118,6 +118,7 @@ class _Item:
         self.attempts = 0
         self.last_error = ""
         self.running = False
+        self.rerun = False
         self.recovering = False
         self.approvals: set[str] = set()
 
@@ -465,7 +466,10 @@ class Outbox:
     # --- running an effect ----------------------------------------------------------------
 
     async def _run(self, item: _Item) -> None:
-        if item.running or self._closing:
+        if self._closing:
+            return
+        if item.running:  # the previous run is still returning: run again once it has
+            item.rerun = True
             return
         item.running = True
         recovering, item.recovering = item.recovering, False
@@ -484,6 +488,10 @@ class Outbox:
             _log.exception("outbox.run_failed", effect_id=item.effect_id)
         finally:
             item.running = False
+            if item.rerun:
+                item.rerun = False
+                if item.status == INTENDED and not self._closing:
+                    self._lane(item).submit(item)
 
     async def _attempts(self, item: _Item, eff: Effect) -> None:
         request = eff.decode_request(item.intent.request)
@@ -518,9 +526,14 @@ class Outbox:
                     return
                 # the request may have taken effect: record that we do not know, then find out
                 await self._finish(item, EffectUnknown(item.effect_id, eff.name, f"{name}: {text}", item.attempts))
-                if await self._resolve(item, eff, after=f"{name}: {text}"):
-                    continue
-                return
+                if not await self._resolve(item, eff, after=f"{name}: {text}"):
+                    return
+                if item.attempts >= eff.retry.attempts:
+                    await self._stuck(item, eff, f"outcome still unknown after {item.attempts} attempts "
+                                                 f"({name}: {text})")
+                    return
+                await asyncio.sleep(eff.retry.backoff.delay(item.attempts, self._rng))
+                continue
             await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(result),
                                                      item.attempts))
             return
@@ -723,7 +736,9 @@ class Outbox:
         act = EffectApproved(effect_id, by, approve, reason, final=len(item.approvals) + 1 >= item.intent.quorum)
         if approve:
             item.approvals.add(by)  # now, so a concurrent approval counts this one toward the quorum
-            await self._record(item, act)
+            if not await self._deliver(item, [act], None):
+                item.approvals.discard(by)
+                raise EffectStateError(f"effect {effect_id!r} is no longer awaiting approval")
         else:
             await self._finish(item, EffectFailed(effect_id, item.intent.effect, "ApprovalDenied",
                                                   reason or f"denied by {by}", 0), lead=[act])
@@ -738,9 +753,9 @@ class Outbox:
 
     async def settle(self, effect_id: str, by: str, *, result: Any, error: str | None) -> None:
         item = self.item(effect_id)
-        if item.status not in (DEAD, STUCK, UNKNOWN) or item.running:
-            raise EffectStateError(f"effect {effect_id!r} is {item.status}{' and running' if item.running else ''}; "
-                                   "settle only dead-lettered, stuck or unknown effects")
+        if item.status not in (DEAD, STUCK, UNKNOWN) or (item.status == UNKNOWN and item.running):
+            raise EffectStateError(f"effect {effect_id!r} is {item.status}{' and being resolved' if item.running else ''}; "
+                                   "settle only dead-lettered, stuck, or unknown effects no longer being resolved")
         name = item.intent.effect
         if error is None:
             record: EffectRecord = EffectSucceeded(effect_id, name, msgspec.to_builtins(result), item.attempts,
