@@ -240,7 +240,11 @@ class Agent(Actor):
                 except Z8Error as bad:
                     raise InvalidDecision(f"{cctx.stream}: effect #{index}: {bad}; nothing was written") from bad
         for index, timer in enumerate(outcome.timers):
-            records.append(self._timer_record(timer, index, first, cctx))
+            record = self._timer_record(timer, index, first, cctx)
+            if type(record) is TimerCancelled and record.timer_id not in self._z8_ledger.timers and not any(
+                    type(r) is TimerSet and r.timer_id == record.timer_id for r in records):
+                continue  # cancelling a timer that is not armed changes nothing: write nothing
+            records.append(record)
         return records
 
     def _timer_record(self, timer: Any, index: int, first: int, cctx: CommandContext) -> EffectRecord:
@@ -252,8 +256,9 @@ class Agent(Actor):
         if (timer.after is None) == (timer.at is None):
             raise InvalidDecision(f"{where}: give exactly one of after= (seconds) or at= (ns or datetime)")
         if timer.after is not None:
-            if isinstance(timer.after, bool) or not isinstance(timer.after, (int, float)) or timer.after < 0:
-                raise InvalidDecision(f"{where}: after must be seconds >= 0, got {timer.after!r}")
+            if (isinstance(timer.after, bool) or not isinstance(timer.after, (int, float))
+                    or not 0 <= timer.after <= _MAX_DELAY):
+                raise InvalidDecision(f"{where}: after must be seconds from 0 to {_MAX_DELAY:.0f}, got {timer.after!r}")
             due = cctx.now + int(timer.after * 1_000_000_000)
         elif isinstance(timer.at, _dt.datetime):
             if timer.at.tzinfo is None:
@@ -263,6 +268,8 @@ class Agent(Actor):
             due = timer.at
         else:
             raise InvalidDecision(f"{where}: at must be Unix ns (int) or an aware datetime, got {timer.at!r}")
+        if not 0 <= due < 2**63:
+            raise InvalidDecision(f"{where}: its due time {due} ns is outside the journal's range (0 to 2**63 - 1)")
         try:
             name, schema, data = self._z8_journal.types.encode(timer.message)
         except Z8Error as bad:
@@ -359,6 +366,8 @@ class _AgentSnapshot(msgspec.Struct, array_like=True, tag="z8.agent"):
 
 
 _SNAPSHOT_ENCODER = msgspec.msgpack.Encoder()
+_MAX_DELAY = 100 * 365.25 * 86400.0
+"""The longest timer delay accepted (a century, in seconds): beyond it, use at=."""
 
 
 def rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, int]:

@@ -98,6 +98,8 @@ class Application:
         self._outbox: Outbox | None = None
         if len({s.id for s in self._schedules}) != len(self._schedules):
             raise InvalidSpec(f"schedule ids must be unique: {[s.id for s in self._schedules]}")
+        Scheduler.check(self._schedules, {q.name for q in self._queues} | {
+            e.queue for e in (*self._effects, *(s.effect for s in self._schedules)) if e.queue is not None})
 
     async def __aenter__(self) -> Application:
         await self.start()

@@ -135,7 +135,7 @@ class _Lane:
         self._start = start
         self._heap: list[tuple[int, int, _Item]] = []
         self._running = 0
-        self._tokens = float(queue.rate or 0)
+        self._tokens = 1.0  # no burst: at most ``rate`` starts in any second
         self._refilled = 0.0
         self._pending_pump: asyncio.TimerHandle | None = None
         self.tasks: set[asyncio.Task[None]] = set()
@@ -150,7 +150,7 @@ class _Lane:
         while self._heap and (limit is None or self._running < limit):
             if rate is not None:
                 now = loop.time()
-                self._tokens = min(max(rate, 1.0), self._tokens + (now - self._refilled) * rate)
+                self._tokens = min(1.0, self._tokens + (now - self._refilled) * rate)
                 self._refilled = now
                 if self._tokens < 1.0:
                     if self._pending_pump is None:
@@ -257,6 +257,11 @@ class Outbox:
             )
         return eff
 
+    def check_queue(self, name: str) -> None:
+        """InvalidEffect unless queue ``name`` is declared."""
+        if name not in self._queues:
+            raise InvalidEffect(f"queue {name!r} is not declared; pass Application(queues=[Queue({name!r}, ...)])")
+
     def intent(
         self, agent: str, cctx: CommandContext, call: Any, effect_id: str, *,
         not_before: int | None = None, queue: str | None = None, priority: int = 0, compensates: str | None = None,
@@ -275,8 +280,8 @@ class Outbox:
             if not isinstance(verdict, (Allow, Deny, RequireApproval)):
                 verdict = Deny(f"the policy gate returned {type(verdict).__name__}, not a verdict")
         queue = queue if queue is not None else eff.queue
-        if queue is not None and queue not in self._queues:
-            raise InvalidEffect(f"queue {queue!r} is not declared; pass Application(queues=[Queue({queue!r}, ...)])")
+        if queue is not None:
+            self.check_queue(queue)
         fields: dict[str, Any] = {}
         if isinstance(verdict, Deny):
             fields = {"verdict": "deny", "reason": verdict.reason}
@@ -772,8 +777,9 @@ class Outbox:
             raise InvalidArgument(f"a job key is a non-empty str, got {key!r}")
         if isinstance(priority, bool) or not isinstance(priority, int):
             raise InvalidArgument(f"priority must be an int, got {priority!r}")
-        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float)) or delay < 0):
-            raise InvalidArgument(f"delay must be seconds >= 0, got {delay!r}")
+        if delay is not None and (isinstance(delay, bool) or not isinstance(delay, (int, float))
+                                  or not 0 <= delay <= 3.2e9):
+            raise InvalidArgument(f"delay must be seconds from 0 to about a century, got {delay!r}")
         stream = JOBS_PREFIX + key
         effect_id = f"{stream}/1/0"
         now = self.clock()

@@ -17,10 +17,11 @@ import datetime as _dt
 import zoneinfo
 from typing import TYPE_CHECKING, Any, Literal
 
+import structlog
 from croniter import croniter
 
 from z8.actors._ledger import ScheduleFired
-from z8.errors import InvalidSchedule, WrongExpectedVersion
+from z8.errors import InvalidSchedule, WrongExpectedVersion, Z8Error
 from z8.journal import NO_STREAM
 
 from ._effect import Effect
@@ -29,6 +30,8 @@ if TYPE_CHECKING:
     from ._outbox import Outbox
 
 __all__ = ["Schedule", "Scheduler", "SCHEDULES_PREFIX"]
+
+_log = structlog.get_logger("z8.effects")
 
 SCHEDULES_PREFIX = "$schedules/"
 Missed = Literal["skip", "once", "all"]
@@ -79,32 +82,51 @@ class Scheduler:
         self.outbox = outbox
         self.schedules = schedules
 
+    @staticmethod
+    def check(schedules: list[Schedule], queues: set[str]) -> None:
+        """Refuse a schedule whose job could never be enqueued (run when the app is built)."""
+        for schedule in schedules:
+            try:
+                schedule.effect.encode_request(schedule.request)
+            except Z8Error as bad:
+                raise InvalidSchedule(f"schedule {schedule.id!r}: {bad}") from None
+            if schedule.queue is not None and schedule.queue not in queues:
+                raise InvalidSchedule(f"schedule {schedule.id!r}: queue {schedule.queue!r} is not declared")
+
     async def start(self) -> None:
-        now = self.outbox.clock()
         for schedule in self.schedules:
-            stream = SCHEDULES_PREFIX + schedule.id
-            last = self.outbox.journal.read_stream(stream, backward=True, limit=1)
-            if not last:
-                self._arm(schedule, schedule.after(now))
-                continue
-            fired = self.outbox.journal.decode(last[0])
-            missed: list[int] = []
-            due = schedule.after(fired.due)
-            while due <= now and len(missed) < schedule.max_catch_up:
-                missed.append(due)
-                due = schedule.after(due)
-            if schedule.missed == "once":
-                missed = missed[-1:]
-            elif schedule.missed == "skip":
-                missed = []
-            for at in missed:
-                await self._fire(schedule, at)
-            self._arm(schedule, schedule.after(now) if due <= now else due)
+            last = self.outbox.journal.read_stream(SCHEDULES_PREFIX + schedule.id, backward=True, limit=1)
+            if not last:  # a new schedule: nothing was missed before it existed
+                self._arm(schedule, schedule.after(self.outbox.clock()))
+            else:
+                await self._catch_up(schedule, self.outbox.journal.decode(last[0]).due)
+
+    async def _catch_up(self, schedule: Schedule, last: int) -> None:
+        """Fire what fell due after ``last`` per the missed-fire policy, then arm the next."""
+        now = self.outbox.clock()
+        missed: list[int] = []
+        due = schedule.after(last)
+        while due <= now and len(missed) < schedule.max_catch_up:
+            missed.append(due)
+            due = schedule.after(due)
+        if schedule.missed == "once":
+            missed = missed[-1:]
+        elif schedule.missed == "skip":
+            missed = []
+        for at in missed:
+            await self._fire(schedule, at)
+        self._arm(schedule, schedule.after(now) if due <= now else due)
 
     def _arm(self, schedule: Schedule, due: int) -> None:
         async def fire() -> None:
-            await self._fire(schedule, due)
-            self._arm(schedule, schedule.after(max(due, self.outbox.clock())))
+            try:
+                await self._fire(schedule, due)
+            except Exception:  # one failed firing must not end the schedule
+                _log.exception("schedule.fire_failed", schedule=schedule.id, due=due)
+            finally:
+                # the clock may have passed more due times while this one fired (a jump,
+                # a stalled loop): those are missed ones, handled by the policy
+                await self._catch_up(schedule, due)
 
         self.outbox.call_at(due, fire)
 
