@@ -597,19 +597,23 @@ class Outbox:
     async def _deliver(self, item: _Item, records: list[EffectRecord], message: Any) -> bool:
         if not item.owner or item.stream.startswith(JOBS_PREFIX):
             return await self._append_job(item, records)
-        deliver = Deliver(records, message, item.event_id, item.correlation_id)
+        return await self._hand(item.owner, Deliver(records, message, item.event_id, item.correlation_id))
+
+    async def _hand(self, owner: str, deliver: Deliver) -> bool:
+        """Hand ``deliver`` to the agent at ``owner``, re-activating it while it is restarting."""
         for attempt in range(20):
             try:
-                return await self._send(item.owner, deliver)
+                return await self._send(owner, deliver)
             except ActorDied as died:
                 if isinstance(died.cause, AgentError):
                     return True  # decide crashed after the records were journaled
             except Z8Error as error:
                 if self._closing:
                     return False
-                _log.warning("outbox.deliver_retry", effect_id=item.effect_id, error=repr(error))
+                _log.warning("outbox.deliver_retry", owner=owner, record=type(deliver.records[0]).__name__,
+                             error=repr(error))
             await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
-        _log.error("outbox.deliver_failed", effect_id=item.effect_id)
+        _log.error("outbox.deliver_failed", owner=owner, record=deliver.records[0])
         return False
 
     async def _append_job(self, item: _Item, records: list[EffectRecord]) -> bool:
@@ -679,19 +683,8 @@ class Outbox:
         envelope = self.journal.read_all(position, 1)[0]
         record = self.journal.decode(envelope)
         message = self.journal.types.decode(record.message_type, record.message_schema, record.message)
-        deliver = Deliver([TimerFired(timer_id, due)], message, envelope.event_id, envelope.correlation_id)
-        for attempt in range(20):
-            try:
-                await self._send(owner, deliver)
-                return
-            except ActorDied as died:
-                if isinstance(died.cause, AgentError):
-                    return
-            except Z8Error as error:
-                if self._closing:
-                    return
-                _log.warning("outbox.timer_retry", stream=stream, timer=timer_id, error=repr(error))
-            await asyncio.sleep(min(0.01 * 2 ** attempt, 1.0))
+        await self._hand(owner, Deliver([TimerFired(timer_id, due)], message, envelope.event_id,
+                                        envelope.correlation_id))
 
     def call_at(self, due: int, fn: Callable[[], Awaitable[None]]) -> None:
         """Run ``fn()`` once the runtime clock reaches ``due`` (Unix ns)."""
