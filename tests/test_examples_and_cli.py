@@ -15,7 +15,7 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.startswith("_"))
 
 
-SMALL = {"fleet.py": ["--accounts", "2000", "--operations", "4000"]}
+SMALL = {name: ["--accounts", "2000", "--operations", "4000"] for name in ("fleet.py", "demo.py")}
 """Arguments that keep an example quick in the suite (its default size is for people)."""
 
 

@@ -84,6 +84,11 @@ class CommandContext(msgspec.Struct, frozen=True):
     causation_id: str | None = None
     correlation_id: str | None = None
 
+    def effect_id(self, index: int) -> str:
+        """The id (and idempotency key) ``Decision.effects[index]`` will get: the decision's
+        first record lands at ``version + 1``."""
+        return f"{self.stream}/{self.version + 1}/{index}"
+
 
 class Agent(Actor):
     """Subclass with a ``State`` Struct (with defaults) and pure ``decide``/``evolve``.
