@@ -55,6 +55,7 @@ import pytest
 from _child_output import ChildOutput
 
 from z8.actors import SYSTEM_STREAM, fold, register_system_types
+from z8.effects import OUTBOX_STREAM
 from z8.actors._agent import rehydrate
 from z8.journal import Journal, open_journal
 
@@ -235,7 +236,7 @@ class _Storm:
             self.history.append((envelope.event_id, envelope.hash))
             self.stats["events"] += 1
             event = journal.decode(envelope)  # every stored event decodes with the app's registry
-            if envelope.stream == SYSTEM_STREAM:
+            if envelope.stream in (SYSTEM_STREAM, OUTBOX_STREAM):  # the runtime's own records
                 continue
             self._record_event(envelope.stream, envelope.version, event, ctx)
         ids = {event_id for event_id, _ in self.history}

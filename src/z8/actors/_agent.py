@@ -289,17 +289,16 @@ class Agent(Actor):
         causation: str | None, correlation: str | None, scratch: Any,
     ) -> None:
         """Append ``events`` then ``records`` (``lead`` first among them) and move on."""
-        ledger = self._z8_ledger
-        if records:
-            ledger = ledger.copy()
-            for record in records:
-                ledger.apply(record, keep_done=self.agent_keeps_done)
         batch = [*lead, *events, *records[len(lead):]] if lead else [*events, *records]
         written = await self._z8_journal.append(
             ctx.name, batch, self._z8_version or NO_STREAM,
             causation_id=causation, correlation_id=correlation, actor=ctx.path,
         )
-        self._z8_state, self._z8_ledger, self._z8_version = scratch, ledger, written[-1].version
+        # in place, once durable (a rejected append changed nothing; the actor runs one
+        # message at a time, so nothing saw the ledger in between)
+        for record in records:
+            self._z8_ledger.apply(record, keep_done=self.agent_keeps_done)
+        self._z8_state, self._z8_version = scratch, written[-1].version
         self._maybe_snapshot(ctx.name, len(written))
 
     def _catch_up(self) -> None:

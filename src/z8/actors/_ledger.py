@@ -28,7 +28,7 @@ __all__ = [
     "Call", "Timer", "CancelTimer",
     "EffectRecord", "EffectIntended", "EffectSucceeded", "EffectFailed", "EffectUnknown", "EffectStuck",
     "EffectRetrying", "EffectApproved", "EffectRedriven", "TimerSet", "TimerFired", "TimerCancelled",
-    "ScheduleFired", "SagaCompensating", "SagaEnded", "Alert",
+    "ScheduleFired", "SagaCompensating", "SagaEnded", "Alert", "OutboxStarted", "OutboxStopped",
     "Ledger", "PendingEffect", "DoneEffect", "RECORD_TYPES", "status_after",
     "INTENDED", "PARKED", "UNKNOWN", "STUCK", "DEAD",
 ]
@@ -218,6 +218,17 @@ class SagaEnded(EffectRecord, frozen=True):
     reason: str = ""
 
 
+class OutboxStarted(EffectRecord, frozen=True):
+    """An outbox began running effects (in ``$outbox``)."""
+
+
+class OutboxStopped(EffectRecord, frozen=True):
+    """An outbox stopped cleanly; ``unstarted`` effects had no attempt in flight, so the
+    next outbox runs them as new instead of resolving them as possibly done."""
+
+    unstarted: list[str] = []
+
+
 class Alert(EffectRecord, frozen=True):
     """Something a human must look at (a saga stuck on a failed compensation)."""
 
@@ -231,7 +242,7 @@ RECORD_TYPES: dict[str, type[EffectRecord]] = {
     for cls in (
         EffectIntended, EffectSucceeded, EffectFailed, EffectUnknown, EffectStuck, EffectRetrying,
         EffectApproved, EffectRedriven, TimerSet, TimerFired, TimerCancelled, ScheduleFired,
-        SagaCompensating, SagaEnded, Alert,
+        SagaCompensating, SagaEnded, Alert, OutboxStarted, OutboxStopped,
     )
 }
 for _name, _cls in RECORD_TYPES.items():
@@ -359,7 +370,7 @@ def admissible(ledger: Ledger, record: EffectRecord) -> bool:
     if kind is EffectRedriven:
         return pending.status in (DEAD, STUCK)
     if getattr(record, "settled_by", None) is not None:
-        return pending.status in (STUCK, DEAD, UNKNOWN, INTENDED)
+        return pending.status in (STUCK, DEAD, UNKNOWN)
     if kind is EffectFailed and record.error == "PolicyDenied":  # type: ignore[attr-defined]
         return pending.status in (INTENDED, PARKED)
     return pending.status in (INTENDED, UNKNOWN)

@@ -216,7 +216,7 @@ class Application:
         for _ in range(3):
             ref = self._activate(agent, identity)
             try:
-                return bool(await ref.ask(deliver, 60.0))
+                return bool(await ref.ask(deliver, None))
             except ActorDied as died:
                 if died.cause is not None:
                     raise

@@ -36,7 +36,7 @@ from z8.actors._ledger import (
 )
 
 from ._effect import NOT_FOUND, Effect, EffectContext, Kind, Queue, Retry, classify, effect
-from ._outbox import CURSOR, JOBS_PREFIX, EffectView, Outbox
+from ._outbox import CURSOR, JOBS_PREFIX, OUTBOX_STREAM, EffectView, Outbox
 from ._saga import Saga, SagaDecision
 from ._schedule import SCHEDULES_PREFIX, Schedule, Scheduler
 
@@ -47,6 +47,6 @@ __all__ = [
     "EffectRetrying", "EffectApproved", "EffectRedriven", "TimerSet", "TimerFired", "TimerCancelled",
     "ScheduleFired", "SagaCompensating", "SagaEnded", "Alert", "Ledger",
     "INTENDED", "PARKED", "UNKNOWN", "STUCK", "DEAD",
-    "Outbox", "EffectView", "JOBS_PREFIX", "CURSOR",
+    "Outbox", "EffectView", "JOBS_PREFIX", "CURSOR", "OUTBOX_STREAM",
     "Saga", "SagaDecision", "Schedule", "Scheduler", "SCHEDULES_PREFIX",
 ]

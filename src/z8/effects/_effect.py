@@ -212,13 +212,20 @@ class Effect:
     async def call(self, fn: EffectFn, request: Any, ctx: EffectContext) -> Any:
         """Run ``fn`` (this effect's function or resolver) once, under the timeout."""
         if inspect.iscoroutinefunction(fn):
-            coro = fn(request, ctx)
-        else:
-            coro = asyncio.to_thread(fn, request, ctx)
-        if self.timeout is None:
-            return await coro
-        async with asyncio.timeout(self.timeout):
-            return await coro
+            if self.timeout is None:
+                return await fn(request, ctx)
+            async with asyncio.timeout(self.timeout):
+                return await fn(request, ctx)
+        # A thread cannot be cancelled: past the timeout the attempt is still running, so
+        # wait for it to end before reporting the timeout (resolving it while it may still
+        # act would invite a second execution).
+        thread = asyncio.ensure_future(asyncio.to_thread(fn, request, ctx))
+        try:
+            async with asyncio.timeout(self.timeout):
+                return await asyncio.shield(thread)
+        except TimeoutError:
+            await asyncio.gather(thread, return_exceptions=True)
+            raise
 
 
 def effect(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import fcntl
 import heapq
 import itertools
@@ -51,14 +52,16 @@ from z8.actors._ledger import (
     EffectStuck,
     EffectSucceeded,
     EffectUnknown,
+    Ledger,
+    OutboxStarted,
+    OutboxStopped,
     TimerCancelled,
     TimerFired,
     TimerSet,
+    admissible,
     status_after,
 )
 from z8.errors import (
-    ActorDied,
-    AgentError,
     EffectNotFound,
     EffectStateError,
     InvalidArgument,
@@ -75,6 +78,7 @@ from ._effect import NOT_FOUND, Effect, EffectContext, Queue, classify
 __all__ = ["Outbox", "EffectView", "JOBS_PREFIX", "CURSOR"]
 
 JOBS_PREFIX = "$jobs/"
+OUTBOX_STREAM = "$outbox"
 CURSOR = "z8.outbox"
 _RECORD_NAMES = frozenset(RECORD_TYPES)
 _SETTLING = ("z8.EffectSucceeded", "z8.EffectFailed", "z8.EffectStuck", "z8.EffectRedriven")
@@ -104,7 +108,8 @@ class _Item:
     """What the outbox knows about one effect without a final outcome."""
 
     __slots__ = ("effect_id", "stream", "owner", "intent", "event_id", "correlation_id", "position",
-                 "status", "attempts", "last_error", "running", "rerun", "recovering", "approvals")
+                 "status", "attempts", "last_error", "running", "rerun", "recovering", "approvals", "queued",
+                 "in_flight", "unstarted")
 
     def __init__(self, envelope: Envelope, intent: EffectIntended) -> None:
         self.effect_id = intent.effect_id
@@ -120,6 +125,9 @@ class _Item:
         self.running = False
         self.rerun = False
         self.recovering = False
+        self.queued = False
+        self.in_flight = False
+        self.unstarted = False
         self.approvals: set[str] = set()
 
     def view(self) -> EffectView:
@@ -141,6 +149,7 @@ class _Lane:
         self.tasks: set[asyncio.Task[None]] = set()
 
     def submit(self, item: _Item) -> None:
+        item.queued = True
         heapq.heappush(self._heap, (-item.intent.priority, item.position, item))
         self._pump()
 
@@ -316,7 +325,13 @@ class Outbox:
         directory = getattr(self.journal, "path", None)
         if directory is None:  # an in-memory journal belongs to this process alone
             return True
-        fd = os.open(os.path.join(directory, "outbox.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fd = os.open(os.path.join(directory, "outbox.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            if error.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+                return True  # a read-only journal directory: nothing here can append anyway
+            _log.warning("outbox.no_lease", journal=directory, error=repr(error))
+            return False
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -334,6 +349,7 @@ class Outbox:
                 self._observe(envelope, self.journal.decode(envelope), live=False)
         self._position = self._acked = self._head
         self.active = True
+        await self.journal.append(OUTBOX_STREAM, [OutboxStarted()], actor="$outbox", allow_reserved=True)
         self._recover()
         self._spawn(self._follow())
         self._spawn(self._clock_loop())
@@ -355,12 +371,17 @@ class Outbox:
             lane.close()
             for task in lane.tasks:
                 task.cancel()
+        in_flight = {item.effect_id for item in self._items.values() if item.in_flight}
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, *(t for lane in self._lanes.values() for t in lane.tasks),
                              return_exceptions=True)
         if self.active and not self.journal.closed:
+            unstarted = [item.effect_id for item in self._items.values()
+                         if item.status == INTENDED and item.effect_id not in in_flight]
             with contextlib.suppress(Z8Error):
+                await self.journal.append(OUTBOX_STREAM, [OutboxStopped(unstarted)], actor="$outbox",
+                                          allow_reserved=True)
                 await self._checkpoint()
         for futures in self._waiters.values():
             for future in futures:
@@ -389,6 +410,13 @@ class Outbox:
 
     def _observe(self, envelope: Envelope, record: Any, *, live: bool) -> None:
         kind = type(record)
+        if kind is OutboxStopped or kind is OutboxStarted:
+            # after a clean stop, what had no attempt in flight is known not to have run; a
+            # later start voids that (what it began may have run before a crash)
+            unstarted = set(record.unstarted) if kind is OutboxStopped else set()
+            for item in self._items.values():
+                item.unstarted = item.effect_id in unstarted
+            return
         if kind is EffectIntended:
             item = _Item(envelope, record)
             self._items[item.effect_id] = item
@@ -415,6 +443,8 @@ class Outbox:
             item.approvals.add(record.by)
         elif kind is EffectStuck:
             item.last_error = record.reason
+        elif kind is EffectUnknown:
+            item.attempts = max(item.attempts, record.attempts)
         before = item.status
         item.status = status_after(item.status, record)
         if item.status is None or item.status in (DEAD, STUCK):
@@ -439,6 +469,8 @@ class Outbox:
             elif item.status == INTENDED and (item.intent.verdict == "deny"
                                               or (item.intent.not_before or 0) > now):
                 self._act(item)  # it cannot have run: carry on as if live
+            elif item.status == INTENDED and item.unstarted:
+                self._act(item)  # stopped cleanly before it ever ran
             elif item.status in (INTENDED, UNKNOWN):
                 recovering.append(item.effect_id)
                 item.recovering = True
@@ -471,8 +503,9 @@ class Outbox:
     # --- running an effect ----------------------------------------------------------------
 
     async def _run(self, item: _Item) -> None:
-        if self._closing:
-            return
+        item.queued = False
+        if self._closing or self._items.get(item.effect_id) is not item or item.status not in (INTENDED, UNKNOWN):
+            return  # settled, parked or redriven meanwhile: nothing (more) to run
         if item.running:  # the previous run is still returning: run again once it has
             item.rerun = True
             return
@@ -503,12 +536,14 @@ class Outbox:
         while not self._closing:
             item.attempts += 1
             ctx = EffectContext(item.effect_id, eff.name, item.attempts, item.stream)
+            item.in_flight = True
             try:
                 result = await eff.call(eff.fn, request, ctx)
             except asyncio.CancelledError:
                 raise
             except Exception as error:
                 verdict = classify(error, eff.retry)
+                item.in_flight = verdict == "unknown"  # otherwise it certainly did not take effect
                 if verdict == "unknown" and eff.safe_to_reissue:
                     verdict = "retry"
                     unknown_cause = True
@@ -518,7 +553,9 @@ class Outbox:
                 item.last_error = f"{name}: {text}"
                 if verdict == "retry" and item.attempts < eff.retry.attempts:
                     delay = eff.retry.backoff.delay(item.attempts, self._rng)
-                    await self._record(item, EffectRetrying(item.effect_id, eff.name, item.attempts, name, text, delay))
+                    if not await self._deliver(item, [EffectRetrying(item.effect_id, eff.name, item.attempts, name,
+                                                                     text, delay)], None):
+                        return  # settled by someone else meanwhile
                     await asyncio.sleep(delay)
                     continue
                 if verdict == "retry" and not unknown_cause:
@@ -530,7 +567,9 @@ class Outbox:
                     await self._finish(item, EffectFailed(item.effect_id, eff.name, name, text, item.attempts))
                     return
                 # the request may have taken effect: record that we do not know, then find out
-                await self._finish(item, EffectUnknown(item.effect_id, eff.name, f"{name}: {text}", item.attempts))
+                if not await self._finish(item, EffectUnknown(item.effect_id, eff.name, f"{name}: {text}",
+                                                              item.attempts)):
+                    return
                 if not await self._resolve(item, eff, after=f"{name}: {text}"):
                     return
                 if item.attempts >= eff.retry.attempts:
@@ -602,11 +641,9 @@ class Outbox:
     async def _hand(self, owner: str, deliver: Deliver) -> bool:
         """Hand ``deliver`` to the agent at ``owner``, re-activating it while it is restarting."""
         for attempt in range(20):
-            try:
+            try:  # a crash (this message's or another's) is retried: if the records were
+                # written, the agent refuses them the second time (returns False)
                 return await self._send(owner, deliver)
-            except ActorDied as died:
-                if isinstance(died.cause, AgentError):
-                    return True  # decide crashed after the records were journaled
             except Z8Error as error:
                 if self._closing:
                     return False
@@ -617,11 +654,14 @@ class Outbox:
         return False
 
     async def _append_job(self, item: _Item, records: list[EffectRecord]) -> bool:
-        if not (item.status in (INTENDED, UNKNOWN) or getattr(records[0], "settled_by", None)
-                or type(records[0]) in (EffectApproved, EffectRedriven)):
-            return False
+        """A job's stream has no agent: check and append here, as an agent would."""
         for _ in range(5):
-            version = self.journal.stream_version(item.stream)
+            ledger, version = Ledger(), 0
+            for envelope in self.journal.read_stream(item.stream):
+                ledger.apply(self.journal.decode(envelope))
+                version = envelope.version
+            if not admissible(ledger, records[0]):
+                return False
             try:
                 await self.journal.append(item.stream, records, version, causation_id=item.event_id,
                                           correlation_id=item.correlation_id, actor="$outbox", allow_reserved=True)
@@ -737,9 +777,9 @@ class Outbox:
             if not await self._deliver(item, [act], None):
                 item.approvals.discard(by)
                 raise EffectStateError(f"effect {effect_id!r} is no longer awaiting approval")
-        else:
-            await self._finish(item, EffectFailed(effect_id, item.intent.effect, "ApprovalDenied",
-                                                  reason or f"denied by {by}", 0), lead=[act])
+        elif not await self._finish(item, EffectFailed(effect_id, item.intent.effect, "ApprovalDenied",
+                                                       reason or f"denied by {by}", 0), lead=[act]):
+            raise EffectStateError(f"effect {effect_id!r} is no longer awaiting approval")
 
     async def redrive(self, effect_id: str, by: str) -> None:
         item = self.item(effect_id)
@@ -751,7 +791,7 @@ class Outbox:
 
     async def settle(self, effect_id: str, by: str, *, result: Any, error: str | None) -> None:
         item = self.item(effect_id)
-        if item.status not in (DEAD, STUCK, UNKNOWN) or (item.status == UNKNOWN and item.running):
+        if item.status not in (DEAD, STUCK, UNKNOWN) or (item.status == UNKNOWN and (item.running or item.queued)):
             raise EffectStateError(f"effect {effect_id!r} is {item.status}{' and being resolved' if item.running else ''}; "
                                    "settle only dead-lettered, stuck, or unknown effects no longer being resolved")
         name = item.intent.effect
