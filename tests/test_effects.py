@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from _polling import until
 
 import z8
 from z8.effects import (
@@ -287,19 +288,6 @@ def of_type(app: z8.Application, stream: str, cls: type) -> list[Any]:
 
 def outcomes(app: z8.Application, stream: str) -> list[Outcome]:
     return of_type(app, stream, Outcome)
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it is truthy (returned) or fail after ``timeout`` seconds."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.005)
 
 
 async def settled(app: z8.Application, stream: str, count: int = 1, timeout: float = 5.0) -> list[Outcome]:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import msgspec
 import pytest
+from _polling import until
 
 import z8
 from z8.effects import Call, EffectFailed, EffectStuck
@@ -70,10 +71,8 @@ async def test_cli_lists_stuck_dead_and_parked_effects(tmp_path: Path) -> None:
     async with z8.Application(router, tmp_path / "j", types=types, gate=gate) as app:
         for name in ("lose-ack", "flaky", "big", "fine"):
             await app.dispatch(Send(name, name))
-        for _ in range(500):
-            if len(app.stuck()) == 1 and len(app.dead_letters()) == 1 and app.journal.stream_version("fine") == 3:
-                break
-            await __import__("asyncio").sleep(0.01)
+        await until(lambda: len(app.stuck()) == 1 and len(app.dead_letters()) == 1
+                    and app.journal.stream_version("fine") == 3, what="a stuck, a dead and a settled effect")
         assert [v.stream for v in app.stuck()] == ["lose-ack"]
         assert [v.stream for v in app.dead_letters()] == ["flaky"]
         assert isinstance(app.journal.decode(app.journal.read_stream("flaky")[-2]), EffectFailed)

@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 import pytest
+from _polling import until
 
 import z8
 from z8 import (
@@ -74,18 +75,6 @@ def anyio_backend() -> str:
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-async def until(predicate: Callable[[], Any], timeout: float = 5.0, what: str = "") -> Any:
-    """Poll ``predicate`` until it is truthy (returned), failing after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}")
-        await asyncio.sleep(0.005)
 
 
 async def quiet(seconds: float = 0.15) -> None:

@@ -298,12 +298,6 @@ class Ledger(msgspec.Struct):
     saga: str = "running"
     """A saga's status: running, compensating, completed, compensated, stuck."""
 
-    def copy(self) -> Ledger:
-        return Ledger(
-            {k: PendingEffect(v.effect, v.kind, v.status, v.compensates) for k, v in self.effects.items()},
-            dict(self.timers), list(self.done), self.saga,
-        )
-
     def apply(self, record: EffectRecord, *, keep_done: bool = False) -> None:
         """Fold one record in place."""
         kind = type(record)

@@ -187,17 +187,24 @@ class Application:
 
     async def _deliver(self, command: Any, *, timeout: float | None) -> Any:
         route, identity = self.router.route(command)
+        try:
+            return await self._ask_agent(route.agent, identity, command, timeout)
+        except ActorDied as died:
+            if isinstance(died.cause, AgentError):
+                raise died.cause from died.cause.__cause__
+            raise
+
+    async def _ask_agent(self, agent: type, identity: str, message: Any, timeout: float | None) -> Any:
+        """Ask the agent ``identity``, activating it (again, if it passivated between
+        lookup and ask). A crash comes out as ``ActorDied`` carrying its cause."""
         for _ in range(3):
-            ref = self._activate(route.agent, identity)
+            ref = self._activate(agent, identity)
             try:
-                return await ref.ask(command, timeout)
+                return await ref.ask(message, timeout)
             except ActorDied as died:
-                if isinstance(died.cause, AgentError):
-                    raise died.cause from died.cause.__cause__
                 if died.cause is not None:
                     raise
-                # the agent stopped (passivated) between lookup and ask: activate it again
-        raise RuntimeNotRunning(f"{identity} kept stopping before it could take {type(command).__name__}")
+        raise RuntimeNotRunning(f"{identity} kept stopping before it could take {type(message).__name__}")
 
     # --- effects -------------------------------------------------------------------------
 
@@ -213,14 +220,7 @@ class Application:
         agent = self._agent_at.get(parent)
         if agent is None:
             raise EffectNotFound(f"no agent type of this application lives under {parent!r} (owner of an effect)")
-        for _ in range(3):
-            ref = self._activate(agent, identity)
-            try:
-                return bool(await ref.ask(deliver, None))
-            except ActorDied as died:
-                if died.cause is not None:
-                    raise
-        raise RuntimeNotRunning(f"{path} kept stopping before it could take an effect's outcome")
+        return bool(await self._ask_agent(agent, identity, deliver, None))
 
     def dead_letters(self) -> list[EffectView]:
         """Effects that failed after every retry, waiting for ``redrive`` or ``settle``."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import inspect
 import typing
 from collections.abc import Awaitable, Callable
@@ -211,7 +212,7 @@ class Effect:
 
     async def call(self, fn: EffectFn, request: Any, ctx: EffectContext) -> Any:
         """Run ``fn`` (this effect's function or resolver) once, under the timeout."""
-        if inspect.iscoroutinefunction(fn):
+        if _is_async(fn):
             if self.timeout is None:
                 return await fn(request, ctx)
             async with asyncio.timeout(self.timeout):
@@ -226,6 +227,12 @@ class Effect:
         except TimeoutError:
             await asyncio.gather(thread, return_exceptions=True)
             raise
+
+
+@functools.lru_cache(maxsize=None)
+def _is_async(fn: EffectFn) -> bool:
+    """Whether ``fn`` is a coroutine function (asked once per function, not per attempt)."""
+    return inspect.iscoroutinefunction(fn)
 
 
 def effect(
