@@ -55,6 +55,16 @@ __all__ = [
     "EffectNotFound",
     "EffectStateError",
     "InvalidSchedule",
+    "PolicyError",
+    "InvalidPolicy",
+    "PolicyDenied",
+    "BudgetExceeded",
+    "AuditError",
+    "InvalidBundle",
+    "VaultError",
+    "SubjectErased",
+    "LegalHoldActive",
+    "RecordExpired",
 ]
 
 
@@ -340,3 +350,51 @@ class EffectStateError(EffectError):
 
 class InvalidSchedule(EffectError, ValueError):
     """A schedule whose cron expression, time zone or missed-fire policy is not valid."""
+
+
+class PolicyError(Z8Error):
+    """Root of the errors of policies, approvals and budgets (``z8.policies``)."""
+
+
+class InvalidPolicy(PolicyError, ValueError):
+    """A policy that cannot be loaded: malformed TOML, an unknown key or operator, a rule
+    without an outcome, a version reused with different content. Raised at load, before
+    the policy is adopted; the message names the file, the line and the reason."""
+
+
+class PolicyDenied(PolicyError):
+    """An effect the policy does not allow. The agent never sees this raised: it receives
+    ``EffectFailed(error="PolicyDenied")``; ``app.wait_effect`` and tools raise it."""
+
+
+class BudgetExceeded(PolicyDenied):
+    """An effect whose admission would take a budget past its limit. The agent receives
+    ``EffectFailed(error="BudgetExceeded")`` naming the budget, its limit and its use."""
+
+
+class AuditError(Z8Error):
+    """Root of the errors of run records and exported bundles."""
+
+
+class InvalidBundle(AuditError, ValueError):
+    """A file that is not a z8 run bundle (not JSON, wrong format version, missing
+    fields). An *altered* bundle is not an error: ``verify_bundle`` reports it."""
+
+
+class VaultError(JournalError):
+    """The vault that holds per-subject keys for ``z8.Personal`` data cannot do what was
+    asked (no subject field on a type with personal fields, an unreadable vault)."""
+
+
+class SubjectErased(VaultError):
+    """Personal data was asked for under a subject whose key has been erased."""
+
+
+class LegalHoldActive(JournalError):
+    """Erasure or expiry refused: a legal hold freezes the subject or stream. Release the
+    hold (``app.release_hold``) first; the refusal wrote nothing."""
+
+
+class RecordExpired(JournalError):
+    """The stream's records were expired under its retention rule: the chain keeps their
+    hashes, the payloads are gone."""
