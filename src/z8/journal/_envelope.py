@@ -89,6 +89,10 @@ class VerifyReport(msgspec.Struct, frozen=True):
     ``ok`` is true when every checked record's hash, chain link, position and stream
     version reconcile. Otherwise ``first_bad`` is the first position that does not and
     ``reason`` says why; checking stops there.
+
+    For ``verify(stream=...)``: ``stream`` names it, ``first_bad_version`` is the bad
+    event's version in that stream, and ``head_position``/``head_hash``/``head_version``
+    describe the stream's last event rather than the log's.
     """
 
     ok: bool
@@ -97,11 +101,18 @@ class VerifyReport(msgspec.Struct, frozen=True):
     reason: str | None = None
     head_position: int = 0
     head_hash: bytes = GENESIS_HASH
+    stream: str | None = None
+    first_bad_version: int | None = None
+    head_version: int = 0
 
     def __str__(self) -> str:
+        scope = f"stream {self.stream!r}: " if self.stream is not None else ""
         if self.ok:
-            return f"ok: {self.checked} events verified, head {self.head_position} ({self.head_hash.hex()[:16]}…)"
-        return f"BROKEN at position {self.first_bad} after {self.checked} good events: {self.reason}"
+            head = f"v{self.head_version} at position {self.head_position}" if self.stream is not None \
+                else str(self.head_position)
+            return f"{scope}ok: {self.checked} events verified, head {head} ({self.head_hash.hex()[:16]}…)"
+        version = f" (v{self.first_bad_version})" if self.first_bad_version is not None else ""
+        return f"{scope}BROKEN at position {self.first_bad}{version} after {self.checked} good events: {self.reason}"
 
 
 class ExpectedVersion(enum.Enum):

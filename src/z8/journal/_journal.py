@@ -37,6 +37,7 @@ from ._envelope import (
     check_stream,
     decode_record,
 )
+from ._runcheck import RunCheck
 from ._subscription import Notifier, Subscription
 from ._types import Event, TypeRegistry
 
@@ -367,8 +368,9 @@ class Journal(abc.ABC):
 
     # --- verification ------------------------------------------------------------------
 
-    def verify(self) -> VerifyReport:
-        """Walk the whole log and check every record's hash, link, position and version.
+    def verify(self, stream: str | None = None) -> VerifyReport:
+        """Walk the whole log (or, with ``stream``, one stream) and check every record's
+        hash, link, position and version.
 
         Reports the first position that does not reconcile: an altered byte, a dropped
         event (a missing position, or a log shorter than its recorded head), two events
@@ -379,8 +381,17 @@ class Journal(abc.ABC):
 
         A forger who rewrites the whole tail *and* the recorded head leaves a valid
         chain; keep ``head_hash`` somewhere else (a bundle, a notary) to anchor it.
+
+        With ``stream``: only that stream's events, read through its index — each
+        record's own hash, versions 1..head gap-free, the stream's recorded head
+        matching its last event, and chain links where two of its events sit at
+        consecutive positions (other links run through other streams: only the
+        whole-log walk covers them). The report names the first bad event's position
+        and version (``first_bad``, ``first_bad_version``).
         """
         self._check_open()
+        if stream is not None:
+            return self._verify_stream(check_stream(stream, allow_reserved=True))
         recorded_head, recorded_hash = self._head()
         prev, position, versions = GENESIS_HASH, 0, {}
         while page := self._records(position + 1, _VERIFY_PAGE):
@@ -404,6 +415,29 @@ class Journal(abc.ABC):
             )
         return VerifyReport(True, position, None, None, position, prev)
 
+    def _verify_stream(self, stream: str) -> VerifyReport:
+        # The head is read first and the walk stops at its version: events appended
+        # meanwhile are neither checked nor mistaken for a head that moved.
+        head = self._stream_head(stream)
+        if head is None and (first := self._stream_records(stream, 1, 1)) and (head := self._stream_head(stream)) is None:
+            return VerifyReport(False, 0, first[0][1], f"stream {stream!r} has events but no recorded head",
+                                stream=stream, first_bad_version=first[0][0])
+        check, fault, version = RunCheck(stream), None, 1
+        end = head[0] if head is not None else 0
+        while fault is None and version <= end and (
+                page := self._stream_records(stream, version, min(_VERIFY_PAGE, end - version + 1))):
+            for found, position, record in page:
+                if (fault := check.feed(position, record, found)) is not None:
+                    break
+            version = page[-1][0] + 1
+        if fault is None:
+            fault = check.finish(head)
+        version, position, hash_ = head if head is not None else (0, 0, GENESIS_HASH)
+        if fault is not None:
+            return VerifyReport(False, check.checked, fault.position, fault.reason, position, hash_,
+                                stream, fault.version, version)
+        return VerifyReport(True, check.checked, None, None, position, hash_, stream, None, version)
+
     # --- backend primitives ------------------------------------------------------------
 
     @abc.abstractmethod
@@ -422,6 +456,15 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def _records(self, from_position: int, limit: int) -> list[tuple[int, bytes]]:
         """Raw stored (position, record) pairs in key order, for verification."""
+
+    def _stream_records(self, stream: str, from_version: int, limit: int) -> list[tuple[int, int, bytes | None]]:
+        """Raw ``(version, position, stored record or None)`` of a stream from its index,
+        in version order, for verification (None: the index points at no record)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot verify one stream")
+
+    def _stream_head(self, stream: str) -> tuple[int, int, bytes] | None:
+        """The stream's recorded head ``(version, position, hash)``, or None."""
+        raise NotImplementedError(f"{type(self).__name__} cannot verify one stream")
 
     @abc.abstractmethod
     def _stream_version(self, stream: str) -> int: ...

@@ -345,6 +345,31 @@ class LmdbJournal(Journal):
 
         return self._read(read)
 
+    def _stream_records(self, stream: str, from_version: int, limit: int) -> list[tuple[int, int, bytes | None]]:
+        prefix = stream_prefix(stream)
+        cut = len(prefix)
+
+        def read(txn: Any) -> list[tuple[int, int, bytes | None]]:
+            cursor, events = txn.cursor(db=self._dbs["streams"]), txn.cursor(db=self._dbs["events"])
+            if not cursor.set_range(stream_key(prefix, from_version)):
+                return []
+            found = []
+            for key, value in islice(cursor.iternext(), limit):
+                if key[:cut] != prefix or len(key) != cut + 8:
+                    break
+                record = events.get(value)
+                found.append((int.from_bytes(key[cut:], "big"), int.from_bytes(value, "big"),
+                              None if record is None else bytes(record)))
+            return found
+
+        return self._read(read)
+
+    def _stream_head(self, stream: str) -> tuple[int, int, bytes] | None:
+        value = self._read(lambda txn: _bytes_or_none(txn.get(stream.encode(), db=self._dbs["heads"])))
+        if not value:
+            return None
+        return int.from_bytes(value[:8], "big"), int.from_bytes(value[8:16], "big"), value[16:48]
+
     def _read_stream(self, stream: str, from_version: int | None, backward: bool, limit: int | None) -> list[Envelope]:
         prefix = stream_prefix(stream)
         cut = len(prefix)

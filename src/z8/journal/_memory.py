@@ -152,6 +152,14 @@ class MemoryJournal(Journal):
             chosen = positions[(from_version or 1) - 1 :]
         return self._get(chosen if limit is None else chosen[:limit])
 
+    def _stream_records(self, stream: str, from_version: int, limit: int) -> list[tuple[int, int, bytes | None]]:
+        records = self._state.records
+        positions = self._state.streams.get(stream, [])[from_version - 1 : from_version - 1 + limit]
+        return [(from_version + i, p, records[p - 1] if p <= len(records) else None) for i, p in enumerate(positions)]
+
+    def _stream_head(self, stream: str) -> tuple[int, int, bytes] | None:
+        return self._state.heads.get(stream)
+
     def _get(self, positions: Sequence[int]) -> list[Envelope]:
         records = self._state.records
         return [decode_record(records[p - 1]) for p in positions]
