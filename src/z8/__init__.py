@@ -26,6 +26,7 @@ from z8.journal import (
     open_memory_journal,
 )
 from z8.supervision import Backoff, Runtime, child, supervisor
+from z8 import audit  # noqa: E402 - after z8.app, which it builds on
 
 __version__ = "0.1.0"
 
@@ -65,6 +66,7 @@ __all__ = [
     "VerifyReport",
     "Z8Error",
     "errors",
+    "audit",
     "open_journal",
     "open_memory_journal",
     "uuid7",

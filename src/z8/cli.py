@@ -1,6 +1,14 @@
 """The ``z8`` command: look into a journal from a shell.
 
-    z8 verify PATH                  walk the hash chain; exit 1 if it is broken
+    z8 verify PATH [--stream S]     walk the hash chain (or one stream's events); exit 1 if it is broken
+    z8 verify --bundle FILE [--key FINGERPRINT]
+                                    check an exported run bundle with no journal: exit 0 intact,
+                                    1 altered (or signed by another key than --key), 2 not a bundle
+    z8 audit PATH (--stream S | --correlation C) [--markdown | --bundle OUT]
+                                    the run record of an agent or a request, as Markdown (default)
+                                    or as a sealed bundle; appends nothing to the journal (a
+                                    bundle's export creates the journal's audit.key the first
+                                    time); exit 1 if the run's records fail their checks
     z8 events PATH [--stream S] [--from N] [--limit N]
                                     print events as JSON lines (payloads decoded generically)
     z8 effects PATH [--status S]    list effects without a final outcome (stuck, dead, parked…)
@@ -32,8 +40,18 @@ _json = msgspec.json.Encoder()
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="z8", description="z8: durable agents on an event journal")
     commands = parser.add_subparsers(dest="command", required=True)
-    verify = commands.add_parser("verify", help="verify a journal's hash chain")
-    verify.add_argument("path")
+    verify = commands.add_parser("verify", help="verify a journal's hash chain, or an exported run bundle")
+    verify.add_argument("path", nargs="?", help="the journal directory")
+    verify.add_argument("--stream", help="only this stream's events")
+    verify.add_argument("--bundle", metavar="FILE", help="check this exported run bundle instead (no journal needed)")
+    verify.add_argument("--key", metavar="FINGERPRINT", help="with --bundle: the signer's key fingerprint (or public key)")
+    audit = commands.add_parser("audit", help="print or export the sealed run record of a stream or a request")
+    audit.add_argument("path")
+    audit.add_argument("--stream", help="the agent's stream (its whole history)")
+    audit.add_argument("--correlation", help="the request's correlation id (across streams)")
+    output = audit.add_mutually_exclusive_group()
+    output.add_argument("--markdown", action="store_true", help="print the record as Markdown (the default)")
+    output.add_argument("--bundle", metavar="OUT", help="write the sealed JSON bundle to OUT")
     events = commands.add_parser("events", help="print a journal's events as JSON lines")
     events.add_argument("path")
     events.add_argument("--stream", help="only this stream (in version order)")
@@ -125,6 +143,44 @@ def _shell(target: str) -> int:
     return 0
 
 
+def _verify_bundle(bundle: str | None, key: str | None, path: str | None) -> int:
+    from z8.audit import verify_bundle
+
+    if bundle is None or path is not None:
+        print("z8: verify takes a journal PATH or --bundle FILE (not both)", file=sys.stderr)
+        return 2
+    try:
+        report = verify_bundle(bundle, key=key)
+    except Z8Error as exc:
+        print(f"z8: {exc}", file=sys.stderr)
+        return 2
+    print(report)
+    return 0 if report.ok else 1
+
+
+def _audit(journal: Any, args: argparse.Namespace) -> int:
+    from z8.app._seal import existing_signing_key
+    from z8.audit import Audit
+
+    if args.stream is None and args.correlation is None:
+        print("z8: audit needs --stream S or --correlation C", file=sys.stderr)
+        return 2
+    # Printing never writes to the journal directory: it signs only with a key that
+    # exists. A bundle must be signed, so its export creates the key the first time.
+    key = existing_signing_key(journal)
+    record = Audit(journal, signing_key=key).run(args.stream, correlation=args.correlation,
+                                                 sign=key is not None or args.bundle is not None)
+    if args.bundle is not None:
+        record.export(args.bundle)
+        seal = record.seal
+        print(f"wrote {args.bundle}: {seal.events} events, digest {seal.digest[:16]}…, signed by key "
+              f"{seal.fingerprint}" + ("" if seal.intact else f"; the journal is BROKEN at position "
+                                       f"{seal.first_bad_position}: {seal.problem}"))
+    else:
+        sys.stdout.write(record.markdown())
+    return 0 if record.seal.intact else 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``z8`` command; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -134,12 +190,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         except Z8Error as exc:
             print(f"z8: {exc}", file=sys.stderr)
             return 2
+    if args.command == "verify" and (args.bundle is not None or args.path is None):
+        return _verify_bundle(args.bundle, args.key, args.path)
     try:
         with open_journal(args.path) as journal:
             if args.command == "verify":
-                report = journal.verify()
+                report = journal.verify(args.stream)
                 print(report)
                 return 0 if report.ok else 1
+            if args.command == "audit":
+                return _audit(journal, args)
             if args.command == "effects":
                 out = sys.stdout.buffer
                 for row in _open_effects(journal, args.status):

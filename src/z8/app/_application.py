@@ -26,6 +26,7 @@ from z8.journal import Journal, TypeRegistry, open_journal
 from z8.policies import Gate
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
+from ._audit import Audit
 from ._handlers import EventHandler, HandlerRunner
 from ._router import Router
 
@@ -279,3 +280,15 @@ class Application:
         if cell is not None and not cell.mailbox.closed and not cell.stopping:
             return cell.ref
         return runtime.spawn(agent, name=identity, under=parent)
+
+    # --- audit ---------------------------------------------------------------------------
+
+    @property
+    def audit(self) -> Audit:
+        """The audit surface over this application's journal: ``verify``, ``causes``,
+        ``effects``, ``trace`` and sealed run records (``run(stream=…)``), see :mod:`z8.audit`."""
+        journal = self.journal
+        audit = self.__dict__.get("_audit")
+        if audit is None or audit.journal is not journal:
+            audit = self.__dict__["_audit"] = Audit(journal)
+        return audit

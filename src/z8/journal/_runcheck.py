@@ -80,6 +80,9 @@ class RunCheck:
         if last is not None and position <= last.position:
             return Fault(position, found_version, f"position {position} comes after position {last.position}: "
                                                   "the records are out of order or repeated")
+        if self.stream is not None and envelope.stream == self.stream and envelope.version > due:  # type: ignore[operator]
+            return Fault(position, due, f"version {due} of stream {self.stream!r} is missing (the next one, "
+                                        f"v{envelope.version}, is at position {position}): an event was dropped")
         if self.stream is not None and (envelope.stream != self.stream or envelope.version != due):
             return Fault(position, found_version, f"the event at position {position} is {envelope.stream!r} "
                                                   f"v{envelope.version}, where {self.stream!r} v{due} was due")
