@@ -1021,7 +1021,10 @@ async def test_a_denied_effect_never_runs_and_decide_gets_policy_denied(tmp_path
             "deny", "over the limit", "limits.max", "v7")
         assert of_type(app, "w-g", EffectFailed) == [EffectFailed("w-g/1/0", "charge", "PolicyDenied",
                                                                   "over the limit", 0)]
-        assert asked == [EffectRequest("Worker", "w-g", "charge", "irreversible", Req(500))]
+        [request] = asked
+        assert (request.agent, request.stream, request.effect, request.kind, request.request, request.capability,
+                request.effect_id, request.timeout) == ("Worker", "w-g", "charge", "irreversible", Req(500), "charge",
+                                                        "w-g/1/0", 30.0)
 
         await app.dispatch(Run("h", "echo"))
         await settled(app, "w-h")

@@ -203,10 +203,12 @@ class Agent(Actor):
                 f"{ctx.path}: decide returned {type(outcome).__name__}; return Decision(...) or reject(...)"
             )
         else:
+            records = []
             try:
                 records = lead + self._records(outcome, cctx, core)
                 scratch = fold_decision(self, self._z8_state, outcome.events, ctx.path)
             except InvalidDecision as invalid:
+                _discard(core, records)
                 blocked = invalid.__cause__
                 if isinstance(blocked, TransitionBlocked):
                     core.system.record(TransitionRefused(ctx.path, blocked.source, blocked.target))
@@ -217,8 +219,12 @@ class Agent(Actor):
                 return True
             return ReplyError(error)
         if records or outcome.events:
-            await self._write(ctx, lead, outcome.events, records, causation or cctx.command_id,
-                              correlation or cctx.command_id, scratch)
+            try:
+                await self._write(ctx, lead, outcome.events, records, causation or cctx.command_id,
+                                  correlation or cctx.command_id, scratch)
+            except BaseException:
+                _discard(core, records)  # nothing was written: give back what the gate held
+                raise
         return True if lead else outcome.reply
 
     def _z8_decide(self, state: Any, message: Any, cctx: CommandContext) -> Any:
@@ -241,8 +247,10 @@ class Agent(Actor):
             for index, call in enumerate(outcome.effects):
                 try:
                     records.append(host.intent(type(self).__name__, cctx, call, f"{cctx.stream}/{first}/{index}",
-                                               compensates=getattr(call, "compensates", None)))
+                                               compensates=getattr(call, "compensates", None),
+                                               policy=self._z8_ledger.policy))
                 except Z8Error as bad:
+                    host.discard(records)
                     raise InvalidDecision(f"{cctx.stream}: effect #{index}: {bad}; nothing was written") from bad
         for index, timer in enumerate(outcome.timers):
             record = self._timer_record(timer, index, first, cctx)
@@ -316,7 +324,7 @@ class Agent(Actor):
             self._z8_since_snapshot = 0
             data = _SNAPSHOT_ENCODER.encode(self._z8_state)
             ledger = self._z8_ledger
-            if ledger.effects or ledger.timers or ledger.done or ledger.saga != "running":
+            if ledger.effects or ledger.timers or ledger.done or ledger.saga != "running" or ledger.policy:
                 data = _SNAPSHOT_ENCODER.encode(_AgentSnapshot(msgspec.Raw(data), ledger))
             # Not awaited: the writer thread stores it after the events; a lost snapshot
             # only means a longer rehydration.
@@ -359,6 +367,13 @@ def fold_decision(agent: Agent, state: Any, events: list[Any], path: str) -> Any
                 blocked = TransitionBlocked(path, before, after, list(machine.transitions.get(before, ())))
                 raise InvalidDecision(f"{blocked}; nothing was written") from blocked
     return state
+
+
+def _discard(core: Any, records: list[EffectRecord]) -> None:
+    """Intents that will not be journaled: let the outbox give back their budget holds."""
+    host = getattr(core, "effects", None)
+    if host is not None and records:
+        host.discard(records)
 
 
 class _AgentSnapshot(msgspec.Struct, array_like=True, tag="z8.agent"):

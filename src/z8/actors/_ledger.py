@@ -28,7 +28,7 @@ __all__ = [
     "Call", "Timer", "CancelTimer",
     "EffectRecord", "EffectIntended", "EffectSucceeded", "EffectFailed", "EffectUnknown", "EffectStuck",
     "EffectRetrying", "EffectApproved", "EffectRedriven", "TimerSet", "TimerFired", "TimerCancelled",
-    "ScheduleFired", "SagaCompensating", "SagaEnded", "Alert", "OutboxStarted", "OutboxStopped",
+    "ScheduleFired", "SagaCompensating", "SagaEnded", "Alert", "OutboxStarted", "OutboxStopped", "PolicyMigrated",
     "Ledger", "PendingEffect", "DoneEffect", "RECORD_TYPES", "status_after",
     "INTENDED", "PARKED", "UNKNOWN", "STUCK", "DEAD",
 ]
@@ -105,6 +105,12 @@ class EffectIntended(EffectRecord, frozen=True):
     """For a saga's compensation: the id of the effect it undoes."""
     decided_at: int = 0
     """``ctx.now`` of the decision (Unix ns): approval deadlines count from it."""
+    capability: str = ""
+    """The capability the policy checked (the effect's, by default its name)."""
+    error: str = ""
+    """For a denial: what the agent receives it as (``PolicyDenied``, ``BudgetExceeded``)."""
+    budgets: dict[str, float] = {}
+    """Amounts reserved at admission, by budget account (see ``z8.policies.Budget``)."""
 
 
 class EffectSucceeded(EffectRecord, frozen=True):
@@ -118,6 +124,10 @@ class EffectSucceeded(EffectRecord, frozen=True):
     """True when the outcome was learnt from the effect's ``resolve`` status query."""
     settled_by: str | None = None
     """Who settled it by hand (``app.settle``), if a human did."""
+    charged: dict[str, float] = {}
+    """The real cost charged to each budget account that reserved for it."""
+    elapsed: float = 0.0
+    """Seconds from the first attempt's start to the outcome (0 when not measured)."""
 
 
 class EffectFailed(EffectRecord, frozen=True):
@@ -229,6 +239,16 @@ class OutboxStopped(EffectRecord, frozen=True):
     unstarted: list[str] = []
 
 
+class PolicyMigrated(EffectRecord, frozen=True):
+    """The agent's effects are judged, from now on, by policy version ``to`` (an explicit
+    migration: an agent otherwise keeps the version its first gated effect was judged by)."""
+
+    previous: str
+    to: str
+    by: str
+    reason: str = ""
+
+
 class Alert(EffectRecord, frozen=True):
     """Something a human must look at (a saga stuck on a failed compensation)."""
 
@@ -242,7 +262,7 @@ RECORD_TYPES: dict[str, type[EffectRecord]] = {
     for cls in (
         EffectIntended, EffectSucceeded, EffectFailed, EffectUnknown, EffectStuck, EffectRetrying,
         EffectApproved, EffectRedriven, TimerSet, TimerFired, TimerCancelled, ScheduleFired,
-        SagaCompensating, SagaEnded, Alert, OutboxStarted, OutboxStopped,
+        SagaCompensating, SagaEnded, Alert, OutboxStarted, OutboxStopped, PolicyMigrated,
     )
 }
 for _name, _cls in RECORD_TYPES.items():
@@ -297,6 +317,9 @@ class Ledger(msgspec.Struct):
     """Succeeded reversible effects, oldest first (kept for sagas only)."""
     saga: str = "running"
     """A saga's status: running, compensating, completed, compensated, stuck."""
+    policy: str = ""
+    """The policy version the agent's effects are judged by (pinned by its first gated
+    effect, moved only by ``PolicyMigrated``)."""
 
     def apply(self, record: EffectRecord, *, keep_done: bool = False) -> None:
         """Fold one record in place."""
@@ -313,6 +336,11 @@ class Ledger(msgspec.Struct):
         if kind is SagaEnded:
             self.saga = record.status  # type: ignore[attr-defined]
             return
+        if kind is PolicyMigrated:
+            self.policy = record.to  # type: ignore[attr-defined]
+            return
+        if kind is EffectIntended and not self.policy:
+            self.policy = record.policy_version  # type: ignore[attr-defined]
         effect_id = getattr(record, "effect_id", None)
         if effect_id is None:
             return
@@ -354,6 +382,8 @@ class Deliver(msgspec.Struct):
 def admissible(ledger: Ledger, record: EffectRecord) -> bool:
     """Whether ``record`` may be journaled now, given what the ledger already holds."""
     kind = type(record)
+    if kind is PolicyMigrated:
+        return ledger.policy == record.previous  # type: ignore[attr-defined]
     if kind is TimerFired:
         return ledger.timers.get(record.timer_id) == record.due  # type: ignore[attr-defined]
     pending = ledger.effects.get(getattr(record, "effect_id", ""))
@@ -365,6 +395,6 @@ def admissible(ledger: Ledger, record: EffectRecord) -> bool:
         return pending.status in (DEAD, STUCK)
     if getattr(record, "settled_by", None) is not None:
         return pending.status in (STUCK, DEAD, UNKNOWN)
-    if kind is EffectFailed and record.error == "PolicyDenied":  # type: ignore[attr-defined]
+    if kind is EffectFailed and record.error in ("PolicyDenied", "BudgetExceeded"):  # type: ignore[attr-defined]
         return pending.status in (INTENDED, PARKED)
     return pending.status in (INTENDED, UNKNOWN)

@@ -105,9 +105,11 @@ SYSTEM_EVENT_TYPES: dict[str, type[msgspec.Struct]] = {
 
 
 def register_system_types(types: TypeRegistry) -> TypeRegistry:
-    """Register the ``$system`` event classes and the effect records (under their ``z8.``
-    names) in ``types``."""
-    for name, cls in (*SYSTEM_EVENT_TYPES.items(), *RECORD_TYPES.items()):
+    """Register the ``$system`` event classes, the effect records and the policy records
+    (under their ``z8.`` names) in ``types``."""
+    from z8.policies._records import POLICY_RECORD_TYPES  # policies sit beside actors, not below
+
+    for name, cls in (*SYSTEM_EVENT_TYPES.items(), *RECORD_TYPES.items(), *POLICY_RECORD_TYPES.items()):
         if cls not in types:
             types.register(cls, name=name)
     return types

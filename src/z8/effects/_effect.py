@@ -21,7 +21,7 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from z8.errors import InvalidEffect, InvalidSpec, OutcomeUnknown, Retryable
+from z8.errors import InvalidEffect, InvalidSpec, OutcomeUnknown, PolicyDenied, Retryable
 from z8.supervision import Backoff
 
 __all__ = ["Effect", "effect", "Retry", "EffectContext", "NOT_FOUND", "Kind", "Queue", "classify"]
@@ -128,6 +128,7 @@ class Effect:
         queue: str | None = None,
         concurrency: int | None = None,
         rate: float | None = None,
+        capability: str | None = None,
     ) -> None:
         if not callable(fn):
             raise InvalidEffect(f"an effect wraps a function, got {type(fn).__name__}")
@@ -149,6 +150,10 @@ class Effect:
             raise InvalidEffect(f"{label}: resolve must be a function (request, ctx) -> result | NOT_FOUND")
         if queue is not None and (concurrency is not None or rate is not None):
             raise InvalidEffect(f"{label}: limits live on the queue; give queue= or concurrency=/rate=, not both")
+        if capability is not None and (not isinstance(capability, str) or not capability):
+            raise InvalidEffect(f"{label}: capability must be a non-empty str (the name policies grant)")
+        self.capability = capability or self.name
+        """The name policies grant (default: the effect's name), e.g. ``"bank.wire"``."""
         self.fn = fn
         self.kind: Kind = kind
         self.retry = retry
@@ -168,11 +173,20 @@ class Effect:
             self.compensation = compensate
         else:
             self.compensation = Effect(compensate, name=f"{self.name}.compensate", kind="irreversible",
-                                       retry=retry, timeout=timeout, idempotent=idempotent)
+                                       retry=retry, timeout=timeout, idempotent=idempotent,
+                                       capability=f"{self.capability}.compensate")
         self.request_type, self.result_type = _signature(fn, label)
 
     def __repr__(self) -> str:
         return f"<Effect {self.name} {self.kind}{' idempotent' if self.idempotent else ''}>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        """Refused: an effect runs only as ``Call(effect, request)`` in a decision (or a job),
+        where the policy judges it and the journal records it."""
+        raise PolicyDenied(
+            f"effect {self.name!r} was called directly; return z8.Call({self.name}, request) from decide "
+            "instead, so the runtime can check the policy and journal it"
+        )
 
     def resolver(self, fn: EffectFn) -> EffectFn:
         """Decorator: declare this effect's status query (request, ctx) -> result | NOT_FOUND."""
@@ -248,16 +262,19 @@ def effect(
     queue: str | None = None,
     concurrency: int | None = None,
     rate: float | None = None,
+    capability: str | None = None,
 ) -> Any:
     """Declare an effect: ``@effect(kind="irreversible", idempotent=True, resolve=status)``.
 
     The function takes ``(request, ctx: EffectContext)`` (async, or blocking: then it runs
     in a worker thread) and returns a result the journal can encode. Its type hints name
     the request and result types. The default kind is ``irreversible``, the safest.
+    ``capability`` is the name policies grant (default: the effect's name).
     """
     def wrap(f: EffectFn) -> Effect:
         return Effect(f, name=name, kind=kind, compensate=compensate, retry=retry, timeout=timeout,
-                      idempotent=idempotent, resolve=resolve, queue=queue, concurrency=concurrency, rate=rate)
+                      idempotent=idempotent, resolve=resolve, queue=queue, concurrency=concurrency, rate=rate,
+                      capability=capability)
 
     return wrap(fn) if fn is not None else wrap
 

@@ -27,6 +27,7 @@ import heapq
 import itertools
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
@@ -71,7 +72,7 @@ from z8.errors import (
 )
 from z8.ids import uuid7
 from z8.journal import NO_STREAM, Envelope, Journal
-from z8.policies import Allow, Deny, EffectRequest, Gate, RequireApproval
+from z8.policies import Allow, Deny, EffectRequest, Gate, RequireApproval, Verdict
 
 from ._effect import NOT_FOUND, Effect, EffectContext, Queue, classify
 
@@ -109,7 +110,7 @@ class _Item:
 
     __slots__ = ("effect_id", "stream", "owner", "intent", "event_id", "correlation_id", "position",
                  "status", "attempts", "last_error", "running", "rerun", "recovering", "approvals", "queued",
-                 "in_flight", "unstarted")
+                 "in_flight", "unstarted", "started")
 
     def __init__(self, envelope: Envelope, intent: EffectIntended) -> None:
         self.effect_id = intent.effect_id
@@ -128,6 +129,7 @@ class _Item:
         self.queued = False
         self.in_flight = False
         self.unstarted = False
+        self.started = 0.0  # monotonic time of the first attempt (what a seconds budget charges)
         self.approvals: set[str] = set()
 
     def view(self) -> EffectView:
@@ -274,34 +276,58 @@ class Outbox:
     def intent(
         self, agent: str, cctx: CommandContext, call: Any, effect_id: str, *,
         not_before: int | None = None, queue: str | None = None, priority: int = 0, compensates: str | None = None,
+        policy: str = "",
     ) -> EffectIntended:
-        """The journal record of ``call``, with the gate's verdict (fails closed)."""
+        """The journal record of ``call``, with the gate's verdict (fails closed).
+
+        ``policy`` is the version the agent is pinned to. Budget amounts the gate holds
+        for it are given back by :meth:`discard` if the record is never journaled.
+        """
         if not isinstance(call, Call):
             raise InvalidEffect(f"effects are z8.Call(effect, request) values, got {type(call).__name__}")
         eff = self.effect(call.effect)
         raw = eff.encode_request(call.request)
-        verdict: Any = Allow()
-        if self.gate is not None:
-            try:
-                verdict = self.gate(EffectRequest(agent, cctx.stream, eff.name, eff.kind, call.request))
-            except Exception as error:  # a broken gate denies: it never lets an effect through
-                verdict = Deny(f"the policy gate raised {error!r}")
-            if not isinstance(verdict, (Allow, Deny, RequireApproval)):
-                verdict = Deny(f"the policy gate returned {type(verdict).__name__}, not a verdict")
         queue = queue if queue is not None else eff.queue
         if queue is not None:
             self.check_queue(queue)
+        verdict = self._judge(EffectRequest(
+            agent, cctx.stream, eff.name, eff.kind, call.request, eff.capability, effect_id,
+            cctx.correlation_id or cctx.command_id, policy, eff.timeout, compensates is not None,
+        ))
         fields: dict[str, Any] = {}
         if isinstance(verdict, Deny):
-            fields = {"verdict": "deny", "reason": verdict.reason}
+            fields = {"verdict": "deny", "reason": verdict.reason, "error": verdict.error or "PolicyDenied"}
         elif isinstance(verdict, RequireApproval):
             fields = {"verdict": "approval", "approvers": list(verdict.approvers), "quorum": verdict.quorum,
-                      "approval_timeout": verdict.timeout}
+                      "approval_timeout": verdict.timeout, "budgets": verdict.budgets}
+        else:
+            fields = {"budgets": verdict.budgets}
         return EffectIntended(
             effect_id, eff.name, eff.kind, raw, eff.idempotent, rule=verdict.rule,
             policy_version=verdict.policy_version, not_before=not_before, queue=queue, priority=priority,
-            compensates=compensates, decided_at=cctx.now, **fields,
+            compensates=compensates, decided_at=cctx.now, capability=eff.capability, **fields,
         )
+
+    def _judge(self, request: EffectRequest) -> Verdict:
+        if self.gate is None:
+            return Allow()
+        try:
+            verdict = self.gate(request)
+        except Exception as error:  # a broken gate denies: it never lets an effect through
+            return Deny(f"the policy gate raised {error!r}")
+        if not isinstance(verdict, (Allow, Deny, RequireApproval)):
+            return Deny(f"the policy gate returned {type(verdict).__name__}, not a verdict")
+        return verdict
+
+    def discard(self, records: Iterable[Any]) -> None:
+        """Intents that were never journaled (their decision's append was refused): give
+        back what the gate held for them."""
+        release = getattr(self.gate, "discard", None)
+        if release is None:
+            return
+        for record in records:
+            if type(record) is EffectIntended and record.budgets:
+                release(record.effect_id)
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -483,8 +509,8 @@ class Outbox:
             self._arm_approval(item)
             return
         if item.intent.verdict == "deny" and not item.approvals:
-            self._spawn(self._finish(item, EffectFailed(item.effect_id, item.intent.effect, "PolicyDenied",
-                                                        item.intent.reason, 0)))
+            self._spawn(self._finish(item, EffectFailed(item.effect_id, item.intent.effect,
+                                                        item.intent.error or "PolicyDenied", item.intent.reason, 0)))
             return
         not_before = item.intent.not_before
         if not_before is not None and not_before > self.clock():
@@ -535,6 +561,8 @@ class Outbox:
         request = eff.decode_request(item.intent.request)
         while not self._closing:
             item.attempts += 1
+            if not item.started:
+                item.started = time.monotonic()
             ctx = EffectContext(item.effect_id, eff.name, item.attempts, item.stream)
             item.in_flight = True
             try:
@@ -627,11 +655,24 @@ class Outbox:
     async def _finish(self, item: _Item, record: EffectRecord, *, lead: list[EffectRecord] = ()) -> bool:  # type: ignore[assignment]
         """Journal an outcome and let the owner decide on it, atomically."""
         message: Any = record
+        if type(record) is EffectSucceeded and item.intent.budgets:
+            record = self._charged(item, record)
         if type(record) is EffectSucceeded:
             eff = self.effects.get(item.intent.effect)
             if eff is not None:
                 message = msgspec.structs.replace(record, result=eff.decode_result(record.result))
-        return await self._deliver(item, [*lead, record], message)
+        written = await self._deliver(item, [*lead, record], message)
+        observe = getattr(self.gate, "observe", None)
+        if written and observe is not None and item.intent.budgets:
+            observe(record)  # the accounts see the outcome now, not when the log follower gets to it
+        return written
+
+    def _charged(self, item: _Item, record: EffectSucceeded) -> EffectSucceeded:
+        """``record`` with the real cost of the effect for each budget that held for it."""
+        elapsed = time.monotonic() - item.started if item.started else 0.0
+        measure = getattr(self.gate, "charges", None)
+        charged = measure(item.intent, record.result, elapsed) if measure is not None else dict(item.intent.budgets)
+        return msgspec.structs.replace(record, charged=charged, elapsed=round(elapsed, 6))
 
     async def _deliver(self, item: _Item, records: list[EffectRecord], message: Any) -> bool:
         if not item.owner or item.stream.startswith(JOBS_PREFIX):
@@ -820,9 +861,14 @@ class Outbox:
         not_before = now + int(delay * 1e9) if delay else None
         intent = self.intent("$jobs", cctx, Call(eff, request), effect_id, not_before=not_before, queue=queue,
                              priority=priority)
-        with contextlib.suppress(WrongExpectedVersion):  # already enqueued under this key
+        try:
             await self.journal.append(stream, [intent], NO_STREAM, causation_id=causation_id,
                                       correlation_id=cctx.command_id, actor="$jobs", allow_reserved=True)
+        except WrongExpectedVersion:  # already enqueued under this key
+            self.discard([intent])
+        except BaseException:
+            self.discard([intent])
+            raise
         return effect_id
 
     def outcome(self, effect_id: str) -> EffectRecord | None:

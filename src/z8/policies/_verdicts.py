@@ -21,14 +21,18 @@ class Allow(msgspec.Struct, frozen=True, tag="allow"):
     rule: str = ""
     """The rule that decided (empty when nothing more specific than the default)."""
     policy_version: str = ""
+    budgets: dict[str, float] = {}
+    """Amounts reserved from budget accounts at admission (journaled with the intent)."""
 
 
 class Deny(msgspec.Struct, frozen=True, tag="deny"):
-    """The effect must not run; the agent receives ``EffectFailed(error="PolicyDenied")``."""
+    """The effect must not run; the agent receives ``EffectFailed(error=<error>)``."""
 
     reason: str
     rule: str = ""
     policy_version: str = ""
+    error: str = "PolicyDenied"
+    """What the agent receives the denial as: ``PolicyDenied`` or ``BudgetExceeded``."""
 
 
 class RequireApproval(msgspec.Struct, frozen=True, tag="approval"):
@@ -44,6 +48,8 @@ class RequireApproval(msgspec.Struct, frozen=True, tag="approval"):
     timeout: float | None = None
     rule: str = ""
     policy_version: str = ""
+    budgets: dict[str, float] = {}
+    """Amounts reserved from budget accounts at admission (journaled with the intent)."""
 
 
 Verdict = Allow | Deny | RequireApproval
@@ -58,6 +64,17 @@ class EffectRequest(msgspec.Struct, frozen=True):
     effect: str
     kind: str
     request: Any
+    capability: str = ""
+    """The capability the effect needs (its declared ``capability``, by default its name)."""
+    effect_id: str = ""
+    correlation_id: str | None = None
+    """The run the effect belongs to (budgets ``per="run"`` are kept by it)."""
+    policy_version: str = ""
+    """The version the agent is pinned to (empty: none yet, judge by the current one)."""
+    timeout: float | None = None
+    """The effect's declared timeout (seconds): what a ``seconds`` budget reserves."""
+    compensation: bool = False
+    """A saga's compensation: granted wherever the effect it undoes is."""
 
 
 Gate = Callable[[EffectRequest], Verdict]

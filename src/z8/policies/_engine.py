@@ -1,0 +1,176 @@
+"""The policy engine: the gate an application runs every effect through.
+
+It keeps every policy version ever adopted (read back from ``$policies``), judges each
+effect by the version its agent is pinned to (the one in force at the agent's first
+gated effect, until ``app.migrate_policy`` moves it), and keeps the budget accounts as
+a fold over the journal (:mod:`z8.policies._budgets`). Adopting a policy is a journaled
+act: ``PolicyAdopted`` carries the whole policy, so an auditor can read the exact rules
+any verdict was given under.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import structlog
+
+from z8.errors import InvalidPolicy, PolicyError
+from z8.journal import Journal
+
+from ._budgets import BudgetBalance, BudgetBook, charges
+from ._policy import Policy
+from ._records import POLICY_STREAM, PolicyAdopted
+from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
+
+__all__ = ["PolicyEngine"]
+
+_log = structlog.get_logger("z8.policies")
+_BUDGET_RECORDS = frozenset({"z8.EffectIntended", "z8.EffectSucceeded", "z8.EffectFailed"})
+
+
+class PolicyEngine:
+    """Judges effects under the adopted policies and keeps the budgets.
+
+    Built by the application from ``Application(policy=...)``; call :meth:`start` once
+    the journal is open. It is the application's gate: ``engine(request) -> Verdict``.
+    """
+
+    def __init__(self, policy: Policy | None = None, *, by: str = "application") -> None:
+        if policy is not None and not isinstance(policy, Policy):
+            raise InvalidPolicy(f"policy= takes a z8.policies.Policy (or a TOML path), got {type(policy).__name__}")
+        self._configured = policy
+        self._by = by
+        self._versions: dict[str, Policy] = {}
+        self._current: Policy | None = None
+        self.book = BudgetBook()
+        self._journal: Journal | None = None
+        self._follow: asyncio.Task[None] | None = None
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def start(self, journal: Journal) -> None:
+        """Read the adopted versions, adopt the configured policy if it changed, and fold
+        the budget accounts up to the log's head (then follow it)."""
+        self._journal = journal
+        for envelope in journal.read_stream(POLICY_STREAM):
+            adopted = journal.decode(envelope)
+            policy = Policy.decode(adopted.policy)
+            self._versions[policy.version] = policy
+            self._current = policy
+        if self._configured is not None:
+            await self.adopt(self._configured, by=self._by, reason="configured at start")
+        head = journal.head_position()
+        if any(v.budgets for v in self._versions.values()):
+            async for envelope in journal.iter_all(1):
+                if envelope.position > head:
+                    break
+                if envelope.type in _BUDGET_RECORDS:
+                    self.book.observe(journal.decode(envelope))
+        self._follow = asyncio.create_task(self._follow_log(head + 1), name="z8.policies.budgets")
+
+    async def aclose(self) -> None:
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+
+    async def _follow_log(self, start: int) -> None:
+        journal = self._journal
+        assert journal is not None
+        async with journal.subscribe(start, types=_BUDGET_RECORDS) as records:
+            async for envelope in records:
+                try:
+                    self.book.observe(journal.decode(envelope))
+                except Exception:  # one bad record must not stop the accounts
+                    _log.exception("policies.observe_failed", position=envelope.position)
+
+    # --- versions -------------------------------------------------------------------------
+
+    @property
+    def current(self) -> Policy | None:
+        """The version new agents are judged by (None before any policy is adopted)."""
+        return self._current
+
+    def versions(self) -> list[str]:
+        """Every version adopted in this journal, oldest first."""
+        return list(self._versions)
+
+    def version(self, version: str) -> Policy:
+        """The adopted policy named ``version``; PolicyError if none."""
+        try:
+            return self._versions[version]
+        except KeyError:
+            raise PolicyError(f"no policy version {version!r} was adopted here (adopted: {self.versions()})") from None
+
+    async def adopt(self, policy: Policy, *, by: str, reason: str = "") -> bool:
+        """Journal ``policy`` as the version in force; False when it already is.
+
+        Raises InvalidPolicy when its version was adopted before with other content:
+        a version names one content forever (change the version when the rules change).
+        """
+        if not isinstance(policy, Policy):
+            raise InvalidPolicy(f"adopt takes a z8.policies.Policy, got {type(policy).__name__}")
+        journal = self._journal
+        if journal is None:
+            raise PolicyError("the policy engine is not started")
+        known = self._versions.get(policy.version)
+        if known is not None and known.digest != policy.digest:
+            raise InvalidPolicy(
+                f"policy version {policy.version!r} was adopted before with other content "
+                f"(digest {known.digest[:16]}…, now {policy.digest[:16]}…); give the changed policy a new version"
+            )
+        if self._current is not None and self._current.digest == policy.digest:
+            return False
+        previous = self._current.version if self._current is not None else ""
+        await journal.append(POLICY_STREAM, [PolicyAdopted(policy.name, policy.version, policy.digest,
+                                                           policy.encode(), by, reason, previous)],
+                             actor=by, allow_reserved=True)
+        self._versions[policy.version] = policy
+        self._current = policy
+        return True
+
+    # --- the gate -------------------------------------------------------------------------
+
+    def __call__(self, request: EffectRequest) -> Verdict:
+        """The verdict on ``request``, budgets admitted (and held) when it is not denied."""
+        if self._current is None:
+            return Deny("no policy is adopted (deny by default)", "default-deny")
+        policy = self._versions.get(request.policy_version) if request.policy_version else self._current
+        if policy is None:
+            return Deny(f"the agent is pinned to policy version {request.policy_version!r}, which this "
+                        "application has not adopted (fails closed)", "unknown-version")
+        verdict = policy.evaluate(request)
+        if isinstance(verdict, Deny) or not policy.budgets:
+            return verdict
+        holds = self.book.admit(policy, request)
+        if isinstance(holds, Deny):
+            return holds
+        self.book.hold(request.effect_id, holds)
+        if isinstance(verdict, Allow):
+            return Allow(verdict.rule, verdict.policy_version, holds)
+        assert isinstance(verdict, RequireApproval)
+        return RequireApproval(verdict.approvers, verdict.quorum, verdict.timeout, verdict.rule,
+                               verdict.policy_version, holds)
+
+    def observe(self, record: Any) -> None:
+        """Fold an effect record into the accounts now (the log follower folds it again
+        later; folding is idempotent by effect id)."""
+        self.book.observe(record)
+
+    def discard(self, effect_id: str) -> None:
+        """The intent ``effect_id`` was not journaled (its decision was refused): give
+        back what its admission held."""
+        self.book.discard(effect_id)
+
+    def charges(self, intent: Any, result: Any, elapsed: float) -> dict[str, float]:
+        """What the success of ``intent`` (an ``EffectIntended``) costs each account."""
+        if not intent.budgets:
+            return {}
+        policy = self._versions.get(intent.policy_version) or self._current
+        return charges(policy, intent.budgets, result, elapsed) if policy is not None else dict(intent.budgets)
+
+    def balances(self) -> list[BudgetBalance]:
+        """Every budget account with activity: spent, held, limit (under the current policy)."""
+        return self.book.balances(self._current)

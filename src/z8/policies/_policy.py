@@ -1,0 +1,345 @@
+"""A policy as data: capability grants (deny by default), rules, budgets, and a version.
+
+Evaluation order for one effect (:meth:`Policy.evaluate`):
+
+1. **Grants.** Some grant must give the agent type (and, when the grant names one, the
+   instance) the effect's capability; otherwise ``Deny`` by the rule ``default-deny``.
+   A saga's compensation is granted wherever the effect it undoes is.
+2. **Rules**, in order; the first whose selectors match and whose every condition holds
+   decides: ``allow``, ``deny`` or ``approval``. A condition naming a field the request
+   does not have fails closed (the effect is denied, saying which rule and field).
+3. No rule matched: ``Allow`` by the grant.
+4. **Budgets** (for anything not denied): see :mod:`z8.policies._budgets`.
+
+Everything here is pure: no clock, no I/O. A policy is validated when built, so a
+policy that loaded is one the engine can evaluate.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+from hashlib import blake2b
+from typing import Any, Final, Literal
+
+import msgspec
+
+from z8.errors import InvalidPolicy
+
+from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
+
+__all__ = ["Policy", "Grant", "Rule", "When", "Budget", "OPERATORS"]
+
+OPERATORS: Final = (">", ">=", "<", "<=", "==", "!=", "in", "not in", "exists", "missing")
+UNITS: Final = ("tokens", "money", "calls", "seconds")
+_MISSING: Final = object()
+
+
+class When(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A condition on the effect's request: ``field op value``.
+
+    ``field`` is a dotted path into the request (``"amount"``, ``"beneficiary.country"``).
+    ``value`` may name one of the policy's ``lists`` as ``"@name"`` (for ``in``/``not in``).
+    """
+
+    field: str
+    op: str
+    value: Any = None
+
+    def describe(self) -> str:
+        return f"{self.field} {self.op}" + ("" if self.op in ("exists", "missing") else f" {self.value!r}")
+
+
+class Grant(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Agents of type ``agent`` (``"*"``: any) may use ``capabilities`` (globs allowed,
+    e.g. ``"bank.*"``); with ``instance``, only the agents whose stream matches it."""
+
+    agent: str
+    capabilities: tuple[str, ...]
+    instance: str | None = None
+
+
+class Rule(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``then`` (``allow`` / ``deny`` / ``approval``) for the effects the selectors pick
+    when every ``when`` condition holds. Selectors are globs; ``"*"`` picks everything."""
+
+    name: str
+    then: Literal["allow", "deny", "approval"]
+    capability: str = "*"
+    agent: str = "*"
+    when: tuple[When, ...] = ()
+    reason: str = ""
+    """For ``deny``: what the agent and the record are told."""
+    approvers: tuple[str, ...] = ()
+    quorum: int = 1
+    timeout: float | None = None
+    """For ``approval``: seconds on the runtime clock before an unanswered approval is a denial."""
+
+
+class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A limit on what the picked effects may cost, reserved before and charged after.
+
+    ``per``: ``pool`` (one account shared by every picked agent), ``agent`` (an account
+    per agent instance) or ``run`` (an account per correlation id). ``reserve``: what is
+    held at admission, a number or a dotted path into the request (default: 1 for
+    ``calls``, the effect's timeout for ``seconds``). ``charge``: the real cost once it
+    succeeded, a dotted path into the result, ``"elapsed"`` (seconds it took), or None
+    (the reserved amount; default ``"elapsed"`` for ``seconds``). A failure releases the
+    reservation; an effect whose outcome is unknown keeps it held until it is known.
+    """
+
+    name: str
+    unit: Literal["tokens", "money", "calls", "seconds"]
+    limit: float
+    per: Literal["pool", "agent", "run"] = "pool"
+    agents: tuple[str, ...] = ("*",)
+    capabilities: tuple[str, ...] = ("*",)
+    reserve: float | str | None = None
+    charge: str | None = None
+
+    def picks(self, request: EffectRequest) -> bool:
+        return _any_glob(self.agents, request.agent) and _any_glob(self.capabilities, _base(request))
+
+    def account(self, request: EffectRequest) -> str:
+        """The account this request draws on: ``name``, ``name@stream`` or ``name@run``."""
+        if self.per == "agent":
+            return f"{self.name}@{request.stream}"
+        if self.per == "run":
+            return f"{self.name}@{request.correlation_id or request.stream}"
+        return self.name
+
+    def amount(self, request: EffectRequest) -> float:
+        """What admission reserves for ``request`` (ValueError when it cannot be read)."""
+        if isinstance(self.reserve, (int, float)):
+            return float(self.reserve)
+        if isinstance(self.reserve, str):
+            return _number(_lookup(request.request, self.reserve), f"request field {self.reserve!r}")
+        if self.unit == "calls":
+            return 1.0
+        return float(request.timeout or 0.0)  # seconds: at most the timeout
+
+    def cost(self, reserved: float, result: Any, elapsed: float) -> float:
+        """The real cost of a success (the reservation when it cannot be read)."""
+        charge = self.charge if self.charge is not None else ("elapsed" if self.unit == "seconds" else None)
+        if charge is None:
+            return reserved
+        if charge == "elapsed":
+            return elapsed
+        try:
+            return _number(_lookup(result, charge), f"result field {charge!r}")
+        except ValueError:
+            return reserved
+
+
+class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """What agents may do, as data: versioned, journaled when adopted, deny by default.
+
+    Build it in Python (``Policy(name=..., version=..., grants=[...], rules=[...])``) or
+    load it from TOML with :func:`z8.policies.load_policy`. Invalid content raises
+    ``InvalidPolicy`` when built. ``version`` names this content: adopting different
+    content under a version already adopted is refused.
+    """
+
+    name: str
+    version: str
+    grants: tuple[Grant, ...] = ()
+    rules: tuple[Rule, ...] = ()
+    budgets: tuple[Budget, ...] = ()
+    lists: dict[str, tuple[Any, ...]] = {}
+    """Named lists a condition can use as ``"@name"`` (approved counterparties, …)."""
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        problems = validate(self)
+        if problems:
+            raise InvalidPolicy(f"policy {self.name!r} version {self.version!r}: {problems[0][1]}")
+
+    @property
+    def digest(self) -> str:
+        """BLAKE2b-256 (hex) of the canonical encoding: two policies with the same digest
+        are the same policy."""
+        return blake2b(self.encode(), digest_size=32).hexdigest()
+
+    def encode(self) -> bytes:
+        """The canonical encoding (as decoded back: ``100`` and ``100.0`` encode alike)."""
+        return _ENCODE(_DECODE(_ENCODE(self)))
+
+    @classmethod
+    def decode(cls, data: bytes) -> Policy:
+        return _DECODE(data)
+
+    def evaluate(self, request: EffectRequest) -> Verdict:
+        """The verdict of this policy on ``request`` (budgets not included: they need the
+        accounts, which the engine keeps)."""
+        capability = _base(request)
+        if not any(_grants(grant, request, capability) for grant in self.grants):
+            return Deny(f"no grant lets {request.agent} use {capability!r} (deny by default)",
+                        "default-deny", self.version)
+        for rule in self.rules:
+            if not (_glob(rule.capability, capability) and _glob(rule.agent, request.agent)):
+                continue
+            try:
+                holds = all(self._holds(when, request.request) for when in rule.when)
+            except ValueError as error:
+                return Deny(f"rule {rule.name!r} cannot be evaluated: {error} (fails closed)", rule.name, self.version)
+            if not holds:
+                continue
+            if rule.then == "deny":
+                return Deny(rule.reason or f"denied by rule {rule.name!r}", rule.name, self.version)
+            if rule.then == "approval":
+                return RequireApproval(rule.approvers, rule.quorum, rule.timeout, rule.name, self.version)
+            return Allow(rule.name, self.version)
+        return Allow(f"grant:{request.agent}:{capability}", self.version)
+
+    def _holds(self, when: When, request: Any) -> bool:
+        found = _lookup(request, when.field, missing_ok=True)
+        if when.op == "exists":
+            return found is not _MISSING
+        if when.op == "missing":
+            return found is _MISSING
+        if found is _MISSING:
+            raise ValueError(f"the request has no field {when.field!r}")
+        value = self.lists.get(when.value[1:]) if isinstance(when.value, str) and when.value.startswith("@") \
+            else when.value
+        try:
+            return _OPS[when.op](found, value)
+        except TypeError:
+            raise ValueError(f"{when.describe()} cannot compare {found!r}") from None
+
+
+_OPS: Final = {
+    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
+    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
+    "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
+}
+_ENCODE = msgspec.msgpack.Encoder(order="deterministic").encode
+_DECODE = msgspec.msgpack.Decoder(Policy).decode
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+Problem = tuple[tuple[Any, ...], str]
+"""(where: a path like ("rules", 2, "when", 0, "op"), why)."""
+
+
+def validate(policy: Policy) -> list[Problem]:
+    """Every problem with ``policy``, each with where it is (for line numbers in TOML)."""
+    problems: list[Problem] = []
+    if not isinstance(policy.name, str) or not policy.name:
+        problems.append((("name",), "name must be a non-empty string"))
+    if not isinstance(policy.version, str) or not policy.version:
+        problems.append((("version",), "version must be a non-empty string (e.g. '2026-11-22.1')"))
+    for i, grant in enumerate(policy.grants):
+        if not grant.agent:
+            problems.append((("grants", i, "agent"), f"grant #{i + 1}: agent must name an agent type or '*'"))
+        if not grant.capabilities or not all(isinstance(c, str) and c for c in grant.capabilities):
+            problems.append((("grants", i, "capabilities"), f"grant #{i + 1}: capabilities must list capability names"))
+    names: set[str] = set()
+    for i, rule in enumerate(policy.rules):
+        problems.extend(_rule_problems(policy, i, rule, names))
+    accounts: set[str] = set()
+    for i, budget in enumerate(policy.budgets):
+        problems.extend(_budget_problems(i, budget, accounts))
+    for name, values in policy.lists.items():
+        if not isinstance(values, (list, tuple)):
+            problems.append((("lists", name), f"list {name!r} must be an array"))
+    return problems
+
+
+def _rule_problems(policy: Policy, i: int, rule: Rule, names: set[str]) -> list[Problem]:
+    where, label = ("rules", i), f"rule {rule.name!r}" if rule.name else f"rule #{i + 1}"
+    out: list[Problem] = []
+    if not rule.name:
+        out.append(((*where, "name"), f"rule #{i + 1}: name must be a non-empty string"))
+    elif rule.name in names:
+        out.append(((*where, "name"), f"{label}: two rules share this name; rule names must be unique"))
+    names.add(rule.name)
+    if rule.then not in ("allow", "deny", "approval"):
+        out.append(((*where, "then"), f"{label}: then must be 'allow', 'deny' or 'approval', got {rule.then!r}"))
+    for j, when in enumerate(rule.when):
+        if when.op not in OPERATORS:
+            out.append(((*where, "when", j, "op"), f"{label}: unknown operator {when.op!r} (use one of {', '.join(OPERATORS)})"))
+        elif when.op in ("in", "not in"):
+            value = when.value
+            if isinstance(value, str) and value.startswith("@"):
+                if value[1:] not in policy.lists:
+                    out.append(((*where, "when", j, "value"), f"{label}: {value!r} names no list in [lists]"))
+            elif not isinstance(value, (list, tuple)):
+                out.append(((*where, "when", j, "value"), f"{label}: {when.op!r} needs an array or '@list', got {value!r}"))
+        if not when.field:
+            out.append(((*where, "when", j, "field"), f"{label}: a condition needs a field"))
+    if rule.then == "approval":
+        if not isinstance(rule.quorum, int) or rule.quorum < 1:
+            out.append(((*where, "quorum"), f"{label}: quorum must be an integer >= 1"))
+        elif rule.approvers and rule.quorum > len(set(rule.approvers)):
+            out.append(((*where, "quorum"), f"{label}: quorum {rule.quorum} exceeds its {len(set(rule.approvers))} approvers"))
+        if rule.timeout is not None and not (isinstance(rule.timeout, (int, float)) and 0 < rule.timeout < math.inf):
+            out.append(((*where, "timeout"), f"{label}: timeout must be seconds > 0"))
+    elif rule.approvers or rule.timeout is not None:
+        out.append(((*where, "then"), f"{label}: approvers/timeout only apply to then = 'approval'"))
+    return out
+
+
+def _budget_problems(i: int, budget: Budget, accounts: set[str]) -> list[Problem]:
+    where, label = ("budgets", i), f"budget {budget.name!r}" if budget.name else f"budget #{i + 1}"
+    out: list[Problem] = []
+    if not budget.name or "@" in budget.name:
+        out.append(((*where, "name"), f"budget #{i + 1}: name must be a non-empty string without '@'"))
+    elif budget.name in accounts:
+        out.append(((*where, "name"), f"{label}: two budgets share this name"))
+    accounts.add(budget.name)
+    if budget.unit not in UNITS:
+        out.append(((*where, "unit"), f"{label}: unit must be one of {', '.join(UNITS)}, got {budget.unit!r}"))
+    if budget.per not in ("pool", "agent", "run"):
+        out.append(((*where, "per"), f"{label}: per must be 'pool', 'agent' or 'run', got {budget.per!r}"))
+    if not (isinstance(budget.limit, (int, float)) and 0 <= budget.limit < math.inf):
+        out.append(((*where, "limit"), f"{label}: limit must be a finite number >= 0"))
+    if budget.unit in ("tokens", "money") and budget.reserve is None:
+        out.append(((*where, "reserve"), f"{label}: a {budget.unit} budget says what to reserve (a number or a request field)"))
+    if isinstance(budget.reserve, (int, float)) and not (0 <= budget.reserve < math.inf):
+        out.append(((*where, "reserve"), f"{label}: reserve must be a finite number >= 0"))
+    return out
+
+
+# --- helpers ------------------------------------------------------------------------------
+
+
+def _glob(pattern: str, name: str) -> bool:
+    return pattern == "*" or pattern == name or (any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern))
+
+
+def _any_glob(patterns: tuple[str, ...], name: str) -> bool:
+    return any(_glob(p, name) for p in patterns)
+
+
+def _base(request: EffectRequest) -> str:
+    """The capability checked: a compensation needs what the effect it undoes needed."""
+    capability = request.capability or request.effect
+    if request.compensation and capability.endswith(".compensate"):
+        return capability[: -len(".compensate")]
+    return capability
+
+
+def _grants(grant: Grant, request: EffectRequest, capability: str) -> bool:
+    return (_glob(grant.agent, request.agent) and _any_glob(grant.capabilities, capability)
+            and (grant.instance is None or _glob(grant.instance, request.stream)))
+
+
+def _lookup(value: Any, path: str, *, missing_ok: bool = False) -> Any:
+    for part in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(part, _MISSING)
+        else:
+            value = getattr(value, part, _MISSING) if not isinstance(value, (str, bytes, int, float)) else _MISSING
+        if value is _MISSING:
+            if missing_ok:
+                return _MISSING
+            raise ValueError(f"no field {path!r}")
+    return value
+
+
+def _number(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{what} is {value!r}, not an amount >= 0")
+    return float(value)
