@@ -496,3 +496,25 @@ async def test_policy_and_gate_are_exclusive_and_a_bad_policy_argument_is_refuse
     bad.write_text('name = "x"\nversion = "1"\n[[rules]]\nname = "r"\nthen = "nope"\n')
     with pytest.raises(InvalidPolicy, match="line 5: rule .r.: then must be"):
         app_for(tmp_path, bad)
+
+
+async def test_a_clean_stop_checkpoints_the_accounts_and_the_next_start_folds_from_there(tmp_path: Path) -> None:
+    policy = budget_policy(Budget("daily", "money", 100, reserve="amount"), Budget("calls", "calls", 10, per="agent"))
+    async with app_for(tmp_path, policy) as app:
+        await app.dispatch(Pay("a", 60.0))
+        await outcomes(app, "payer-a")
+    async with app_for(tmp_path, policy) as app:
+        [checkpoint] = [app.journal.decode(e) for e in app.journal.read_stream("$budgets")]
+        assert checkpoint.spent == {"daily": 60.0, "calls@payer-a": 1.0} and checkpoint.open == {}
+        await app.dispatch(Pay("b", 30.0))
+        await outcomes(app, "payer-b")
+    async with app_for(tmp_path, policy) as app:
+        assert len(app.journal.read_stream("$budgets")) == 2
+        balances = {b.account: b.spent for b in app.budgets()}
+        assert balances == {"daily": 90.0, "calls@payer-a": 1.0, "calls@payer-b": 1.0}
+        # the checkpoint is derived data: a fold of the whole log gives the same figures
+        fresh = z8.policies.PolicyEngine()
+        for envelope in app.journal.read_all():
+            if envelope.type in ("z8.EffectIntended", "z8.EffectSucceeded", "z8.EffectFailed"):
+                fresh.observe(app.journal.decode(envelope))
+        assert {b.account: b.spent for b in fresh.book.balances(policy)} == balances

@@ -23,6 +23,7 @@ from typing import Any
 import msgspec
 
 from ._policy import Budget, Policy
+from ._records import BudgetsCheckpoint
 from ._verdicts import Deny, EffectRequest
 
 __all__ = ["BudgetBook", "BudgetBalance"]
@@ -112,6 +113,17 @@ class BudgetBook:
             else:
                 self.held.pop(account, None)
         return holds
+
+    def checkpoint(self, position: int) -> BudgetsCheckpoint:
+        """The accounts as a record (see :class:`BudgetsCheckpoint`)."""
+        return BudgetsCheckpoint(position, dict(self.spent), {k: dict(v) for k, v in self._open.items()})
+
+    def restore(self, checkpoint: BudgetsCheckpoint) -> None:
+        """Start from ``checkpoint`` (the records after its position are folded next)."""
+        self.spent = dict(checkpoint.spent)
+        self.held, self._open = {}, {}
+        for effect_id, holds in checkpoint.open.items():
+            self.hold(effect_id, holds)
 
     # --- reading --------------------------------------------------------------------------
 

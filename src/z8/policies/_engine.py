@@ -16,12 +16,12 @@ from typing import Any
 
 import structlog
 
-from z8.errors import InvalidPolicy, PolicyError
+from z8.errors import InvalidPolicy, PolicyError, Z8Error
 from z8.journal import Journal
 
 from ._budgets import BudgetBalance, BudgetBook, charges
 from ._policy import Policy
-from ._records import POLICY_STREAM, PolicyAdopted
+from ._records import BUDGETS_STREAM, POLICY_STREAM, PolicyAdopted
 from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
 
 __all__ = ["PolicyEngine"]
@@ -47,6 +47,8 @@ class PolicyEngine:
         self.book = BudgetBook()
         self._journal: Journal | None = None
         self._follow: asyncio.Task[None] | None = None
+        self._folded = 0  # the last global position folded into the accounts
+        self._budgeted = False
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -62,19 +64,49 @@ class PolicyEngine:
         if self._configured is not None:
             await self.adopt(self._configured, by=self._by, reason="configured at start")
         head = journal.head_position()
-        if any(v.budgets for v in self._versions.values()):
-            async for envelope in journal.iter_all(1):
-                if envelope.position > head:
-                    break
-                if envelope.type in _BUDGET_RECORDS:
-                    self.book.observe(journal.decode(envelope))
+        self._budgeted = any(v.budgets for v in self._versions.values())
+        if self._budgeted:
+            last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
+            if last:
+                checkpoint = journal.decode(last[0])
+                self.book.restore(checkpoint)
+                self._folded = checkpoint.position
+            await self._catch_up(head)
+        else:  # no version ever had budgets: no record before the head holds for one
+            self._folded = head
         self._follow = asyncio.create_task(self._follow_log(head + 1), name="z8.policies.budgets")
 
     async def aclose(self) -> None:
+        """Stop following the log; with budgets, journal a checkpoint of the accounts so
+        the next start folds only what comes after it."""
         if self._follow is not None:
             self._follow.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follow
+            self._follow = None
+        journal = self._journal
+        if journal is None or journal.closed or not self._budgeted:
+            return
+        head = journal.head_position()
+        if head <= self._folded:
+            return
+        await self._catch_up(head)
+        try:
+            await journal.append(BUDGETS_STREAM, [self.book.checkpoint(head)], actor="$policies",
+                                 allow_reserved=True)
+        except Z8Error as error:  # only costs a longer fold at the next start
+            _log.warning("policies.checkpoint_failed", error=repr(error))
+
+    async def _catch_up(self, head: int) -> None:
+        """Fold the effect records after the last folded position up to ``head``."""
+        journal = self._journal
+        assert journal is not None
+        async for envelope in journal.iter_all(self._folded + 1):
+            if envelope.position > head:
+                break
+            if envelope.type in _BUDGET_RECORDS:
+                self.book.observe(journal.decode(envelope))
+        self._folded = max(self._folded, head)
 
     async def _follow_log(self, start: int) -> None:
         journal = self._journal
@@ -85,6 +117,7 @@ class PolicyEngine:
                     self.book.observe(journal.decode(envelope))
                 except Exception:  # one bad record must not stop the accounts
                     _log.exception("policies.observe_failed", position=envelope.position)
+                self._folded = envelope.position
 
     # --- versions -------------------------------------------------------------------------
 
@@ -129,6 +162,7 @@ class PolicyEngine:
                              actor=by, allow_reserved=True)
         self._versions[policy.version] = policy
         self._current = policy
+        self._budgeted = self._budgeted or bool(policy.budgets)
         return True
 
     # --- the gate -------------------------------------------------------------------------

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import msgspec
 
-__all__ = ["PolicyAdopted", "POLICY_STREAM", "POLICY_RECORD_TYPES"]
+__all__ = ["PolicyAdopted", "BudgetsCheckpoint", "POLICY_STREAM", "BUDGETS_STREAM", "POLICY_RECORD_TYPES"]
 
 POLICY_STREAM = "$policies"
+BUDGETS_STREAM = "$budgets"
 
 
 class PolicyAdopted(msgspec.Struct, frozen=True):
@@ -24,4 +25,17 @@ class PolicyAdopted(msgspec.Struct, frozen=True):
     """The version in force before (empty for the first)."""
 
 
-POLICY_RECORD_TYPES: dict[str, type[msgspec.Struct]] = {"z8.PolicyAdopted": PolicyAdopted}
+class BudgetsCheckpoint(msgspec.Struct, frozen=True):
+    """The budget accounts as folded up to global ``position`` (stream ``$budgets``),
+    written at a clean stop so the next start folds only what came after. Derived data:
+    the log alone gives the same figures."""
+
+    position: int
+    spent: dict[str, float]
+    open: dict[str, dict[str, float]]
+    """Holds of effects without a final outcome: effect id → account → amount."""
+
+
+POLICY_RECORD_TYPES: dict[str, type[msgspec.Struct]] = {
+    "z8.PolicyAdopted": PolicyAdopted, "z8.BudgetsCheckpoint": BudgetsCheckpoint,
+}
