@@ -65,6 +65,13 @@ __all__ = [
     "SubjectErased",
     "LegalHoldActive",
     "RecordExpired",
+    "AIError",
+    "ProviderError",
+    "InvalidModelResponse",
+    "UnknownModel",
+    "InvalidTool",
+    "RunNotFound",
+    "ReplayDiverged",
 ]
 
 
@@ -398,3 +405,38 @@ class LegalHoldActive(JournalError):
 class RecordExpired(JournalError):
     """The stream's records were expired under its retention rule: the chain keeps their
     hashes, the payloads are gone."""
+
+
+class AIError(Z8Error):
+    """Root of the errors of AI agents, providers and tools (``z8.ai``)."""
+
+
+class ProviderError(AIError):
+    """A model provider answered with an error or not at all. ``status`` is the HTTP
+    status (0: no answer); ``retry_after`` the seconds the provider asked to wait."""
+
+    def __init__(self, message: str, *, status: int = 0, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+
+
+class InvalidModelResponse(AIError):
+    """A provider's answer that is not a usable completion (not JSON, no choices, a tool
+    call without a name). A run journals it as a failed step instead of crashing."""
+
+
+class UnknownModel(AIError, LookupError):
+    """A model alias no configuration names (code, ``Z8_MODEL_<ALIAS>`` or a TOML file)."""
+
+
+class InvalidTool(AIError, ValueError):
+    """A bad tool declaration (no type hints for its arguments, a duplicate name)."""
+
+
+class RunNotFound(AIError, LookupError):
+    """No AI run with that id is in the journal."""
+
+
+class ReplayDiverged(AIError):
+    """Replaying a recorded run with today's code did not rebuild the recorded state."""
