@@ -19,6 +19,17 @@ from ._envelope import (
 from ._journal import Append, Journal
 from ._lmdb import DEFAULT_MAP_SIZE, LmdbJournal, open_journal
 from ._memory import MemoryJournal, open_memory_journal
+from ._retention import (
+    Expired,
+    ExpiryReport,
+    Hold,
+    HoldPlaced,
+    HoldReleased,
+    RecordsExpired,
+    Retention,
+    Skipped,
+    compact_journal,
+)
 from ._subscription import Subscription
 from ._types import Event, RawEvent, TypeRegistry, Upcaster
 
@@ -44,4 +55,13 @@ __all__ = [
     "VerifyReport",
     "open_journal",
     "open_memory_journal",
+    "Retention",
+    "RecordsExpired",
+    "Expired",
+    "ExpiryReport",
+    "Skipped",
+    "Hold",
+    "HoldPlaced",
+    "HoldReleased",
+    "compact_journal",
 ]

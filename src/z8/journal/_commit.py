@@ -14,7 +14,7 @@ from typing import Protocol
 
 import msgspec
 
-from z8.errors import DuplicateEvent, InvalidPosition, InvalidSnapshot, WrongExpectedVersion
+from z8.errors import DuplicateEvent, InvalidPosition, InvalidSnapshot, RecordExpired, WrongExpectedVersion
 
 from ._envelope import Envelope, Expected, Snapshot, expectation_holds, seal
 
@@ -51,7 +51,7 @@ class AckOp(msgspec.Struct, frozen=True):
 
 Op = AppendOp | SnapshotOp | AckOp
 
-REJECTIONS = (WrongExpectedVersion, DuplicateEvent, InvalidSnapshot, InvalidPosition)
+REJECTIONS = (WrongExpectedVersion, DuplicateEvent, InvalidSnapshot, InvalidPosition, RecordExpired)
 """Errors an op raises before writing anything: they fail that op alone."""
 
 
@@ -61,7 +61,10 @@ class WriteView(Protocol):
     def last(self) -> tuple[int, bytes]:
         """Head position and its hash ((0, GENESIS_HASH) when empty)."""
 
-    def stream_version(self, stream: str) -> int: ...
+    def stream_version(self, stream: str) -> int:
+        """The stream's version; raises ``RecordExpired`` for an expired stream (nothing
+        may be written to it)."""
+
     def has_event(self, event_id: str) -> bool: ...
     def flush(
         self,
@@ -76,6 +79,17 @@ class WriteView(Protocol):
     def put_snapshot(self, snapshot: Snapshot) -> None: ...
     def get_cursor(self, name: str) -> int: ...
     def put_cursor(self, name: str, position: int) -> None: ...
+
+    # retention (``_retention``): reading and replacing records already written
+    def record(self, position: int) -> bytes | None: ...
+    def stream_positions(self, stream: str) -> list[int]: ...
+    def replace_record(self, position: int, record: bytes) -> None: ...
+    def mark_expired(self, stream: str) -> None:
+        """From now on ``stream_version(stream)`` raises ``RecordExpired``."""
+
+    def drop_snapshot(self, stream: str) -> None: ...
+    def get_meta(self, key: bytes) -> bytes | None: ...
+    def put_meta(self, key: bytes, value: bytes | None) -> None: ...
 
 
 class Batch:
@@ -102,7 +116,9 @@ class Batch:
                 return self._append(op)
             if type(op) is SnapshotOp:
                 return self._snapshot(op)
-            return self._ack(op)  # type: ignore[arg-type]
+            if type(op) is AckOp:
+                return self._ack(op)
+            return op.apply(self)  # an op defined beside its rules (retention) applies itself
         except REJECTIONS as rejection:
             return rejection
 

@@ -27,6 +27,7 @@ __all__ = [
     "STREAM_EXISTS",
     "GENESIS_HASH",
     "MAX_STREAM_BYTES",
+    "EXPIRED_TYPE",
 ]
 
 HASH_SIZE: Final = 32
@@ -169,8 +170,20 @@ def seal(
 
 
 def decode_record(record: bytes) -> Envelope:
-    """Decode a stored record (no hash check; see :func:`check_record`)."""
-    return _DECODE_ENVELOPE(record)
+    """Decode a stored record (no hash check; see :func:`check_record`).
+
+    A tombstone decodes as an envelope of type :data:`EXPIRED_TYPE` with an empty payload.
+    """
+    try:
+        return _DECODE_ENVELOPE(record)
+    except msgspec.ValidationError:  # not 13 fields: a tombstone, or damage
+        if not is_tombstone(record):
+            raise
+    stone = _DECODE_TOMBSTONE(record)
+    return Envelope(
+        stone.event_id, stone.stream, stone.version, stone.position, EXPIRED_TYPE, EXPIRED_DATA,
+        None, None, None, stone.recorded_at, 1, stone.prev_hash, stone.hash,
+    )
 
 
 def check_record(record: bytes) -> str | None:
@@ -181,6 +194,44 @@ def check_record(record: bytes) -> str | None:
     if blake2b(body, digest_size=HASH_SIZE).digest() != record[-HASH_SIZE:]:
         return "stored bytes do not match their hash (the record was altered)"
     return None
+
+
+# --- tombstones: what expiry leaves of a record ---------------------------------------
+
+EXPIRED_TYPE: Final = "z8.expired"
+"""The type of the envelope a tombstone reads as (``read_all``, subscriptions, ``get``)."""
+EXPIRED_DATA: Final = b"\x80"  # the msgpack of an empty map: the payload of ``z8.expired``
+
+
+class _Tombstone(msgspec.Struct, frozen=True, array_like=True, gc=False):
+    """The stored form of an expired record: its place in the log and its chain hashes,
+    without payload, metadata ids or actor. ``hash`` stays last, so the chain walk reads it
+    where it reads a record's (the last 32 bytes)."""
+
+    tag: str  # always EXPIRED_TYPE: what tells a tombstone from a record (13 fields)
+    event_id: str
+    stream: str
+    version: int
+    position: int
+    recorded_at: int
+    prev_hash: bytes
+    hash: bytes
+
+
+_DECODE_TOMBSTONE = msgspec.msgpack.Decoder(_Tombstone).decode
+_TOMBSTONE_HEAD: Final = b"\x98" + _ENCODE(EXPIRED_TYPE)  # fixarray(8), then the tag
+
+
+def is_tombstone(record: bytes) -> bool:
+    """Whether a stored record is a tombstone (its payload was expired)."""
+    return bytes(record[: len(_TOMBSTONE_HEAD)]) == _TOMBSTONE_HEAD
+
+
+def tombstone_of(record: bytes) -> bytes:
+    """The tombstone that replaces a stored record: same place, same chain hashes."""
+    e = _DECODE_ENVELOPE(record)
+    return _ENCODE(_Tombstone(EXPIRED_TYPE, e.event_id, e.stream, e.version, e.position, e.recorded_at,
+                              e.prev_hash, e.hash))
 
 
 # --- keys: big-endian so LMDB's byte order is the log's order -----------------------

@@ -36,8 +36,10 @@ from ._envelope import (
     check_record,
     check_stream,
     decode_record,
+    is_tombstone,
 )
-from ._runcheck import RunCheck
+from ._runcheck import Fault, RunCheck
+from ._retention import ExpiryCheck, RetentionMethods, expired_error, register_retention_types
 from ._subscription import Notifier, Subscription
 from ._types import Event, TypeRegistry
 
@@ -56,15 +58,17 @@ class Append(msgspec.Struct, frozen=True):
     expected_version: Expected = ANY
 
 
-class Journal(abc.ABC):
+class Journal(RetentionMethods, abc.ABC):
     """An append-only, hash-chained event log with per-stream versions.
 
     Writes are async and return once durable; reads are sync and cheap. Every
-    implementation passes ``z8.testing.JournalConformance``.
+    implementation passes ``z8.testing.JournalConformance``. Retention and legal holds
+    (``expire``, ``hold``, ``release_hold``, ``holds``, ``check_erasable``) come from
+    :class:`~z8.journal._retention.RetentionMethods`.
     """
 
     def __init__(self, types: TypeRegistry | None, label: str) -> None:
-        self._types = types if types is not None else TypeRegistry()
+        self._types = register_retention_types(types if types is not None else TypeRegistry())
         self._label = label
         self._closed = False
         self._notifier = Notifier()
@@ -213,11 +217,15 @@ class Journal(abc.ABC):
     def read_stream(
         self, stream: str, from_version: int | None = None, *, backward: bool = False, limit: int | None = None
     ) -> list[Envelope]:
-        """Events of ``stream`` from ``from_version`` (default: first, or last when backward)."""
+        """Events of ``stream`` from ``from_version`` (default: first, or last when backward).
+
+        Raises :class:`~z8.errors.RecordExpired` for a stream expired under retention."""
         self._check_open()
         check_stream(stream, allow_reserved=True)
         check_count("from_version", from_version, minimum=1, optional=True)
         check_count("limit", limit, minimum=0, optional=True)
+        if self._expired(stream):
+            raise expired_error(stream)
         return self._read_stream(stream, from_version, backward, limit)
 
     def read_all(self, from_position: int = 1, limit: int | None = None) -> list[Envelope]:
@@ -394,10 +402,11 @@ class Journal(abc.ABC):
             return self._verify_stream(check_stream(stream, allow_reserved=True))
         recorded_head, recorded_hash = self._head()
         prev, position, versions = GENESIS_HASH, 0, {}
+        expiry = self._expiry_check()
         while page := self._records(position + 1, _VERIFY_PAGE):
             for key, record in page:
                 due = position + 1
-                failure = _check_one(key, due, record, prev, versions)
+                failure = _check_one(key, due, record, prev, versions, expiry)
                 if failure is not None:
                     bad, reason = failure
                     return VerifyReport(False, bad - 1, bad, reason, recorded_head, recorded_hash)
@@ -422,12 +431,16 @@ class Journal(abc.ABC):
         if head is None and (first := self._stream_records(stream, 1, 1)) and (head := self._stream_head(stream)) is None:
             return VerifyReport(False, 0, first[0][1], f"stream {stream!r} has events but no recorded head",
                                 stream=stream, first_bad_version=first[0][0])
-        check, fault, version = RunCheck(stream), None, 1
+        check, fault, version = RunCheck(stream, vouched=True), None, 1
+        expiry = self._expiry_check()
         end = head[0] if head is not None else 0
         while fault is None and version <= end and (
                 page := self._stream_records(stream, version, min(_VERIFY_PAGE, end - version + 1))):
             for found, position, record in page:
                 if (fault := check.feed(position, record, found)) is not None:
+                    break
+                if (expired := expiry.see(record, check.last)) is not None:  # type: ignore[arg-type]
+                    fault = Fault(expired[0], found if expired[0] == position else 1, expired[1])
                     break
             version = page[-1][0] + 1
         if fault is None:
@@ -491,6 +504,14 @@ class Journal(abc.ABC):
     @abc.abstractmethod
     def _cursor(self, name: str) -> int: ...
 
+    @abc.abstractmethod
+    def _expired(self, stream: str) -> bool:
+        """Whether ``stream`` was expired (its act committed; tombstones may be pending)."""
+
+    @abc.abstractmethod
+    def _stream_heads(self, prefix: str) -> list[tuple[str, int, int, bool]]:
+        """(stream, version, last position, expired) of every stream named ``prefix…``."""
+
 
 def _encode_one(encode: Any, event: Any) -> tuple[str, int, bytes, str | None, str | None]:
     if type(event) is not Event:
@@ -510,11 +531,14 @@ def _check_id(name: str, value: object) -> None:
         )
 
 
-def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int]) -> tuple[int, str] | None:
+def _check_one(
+    key: int, due: int, record: bytes, prev: bytes, versions: dict[str, int], expiry: ExpiryCheck
+) -> tuple[int, str] | None:
     """(first bad position, why) if the record stored under ``key`` fails to be ``due``."""
     if key != due:
         return due, f"position {due} is missing (the next stored event is at {key}): an event was dropped"
-    reason = check_record(record)
+    # a tombstone cannot hash itself (its bytes are gone): its act vouches for it, below
+    reason = None if is_tombstone(record) else check_record(record)
     if reason is not None:
         return due, reason
     try:
@@ -536,4 +560,4 @@ def _check_one(key: int, due: int, record: bytes, prev: bytes, versions: dict[st
     if envelope.version != version:
         return due, f"stream {envelope.stream!r} has version {envelope.version} here where {version} was due"
     versions[envelope.stream] = version
-    return None
+    return expiry.see(record, envelope)

@@ -7,12 +7,14 @@ Layout (named databases, big-endian keys so LMDB order is log order):
   events      position            -> sealed record (see ``_envelope``)
   streams     stream NUL version  -> position
   heads       stream              -> version, position, hash of the stream's last event
+                                     (and a byte 0x01 once the stream was expired)
   ids         event id            -> position
   caused      causation id        -> positions (dupsort)
   correlated  correlation id      -> positions (dupsort)
   snapshots   stream              -> Snapshot
   cursors     name                -> position
   meta        b"head"             -> position, hash  |  b"format" -> format version
+              b"retention.pending"-> expiry acts whose tombstones are not all written
 
 Writes: callers enqueue ops; the writer takes everything queued (up to
 ``MAX_BATCH_OPS``), applies it in one write transaction through ``_commit.Batch``,
@@ -44,6 +46,7 @@ from z8.errors import (
     JournalCorrupt,
     JournalError,
     JournalPathError,
+    RecordExpired,
 )
 from z8.ids import UuidV7
 
@@ -58,6 +61,7 @@ from ._envelope import (
     stream_prefix,
 )
 from ._journal import Journal
+from ._retention import PENDING_KEY, TombstoneOp
 from ._types import TypeRegistry
 
 __all__ = ["LmdbJournal", "open_journal", "DEFAULT_MAP_SIZE"]
@@ -72,10 +76,14 @@ DEFAULT_MAP_SIZE = 1 << 30
 MAX_BATCH_OPS = 4096
 """Most ops one group commit takes from the queue."""
 FORMAT_VERSION = 1
+"""The format a new journal is stamped with."""
+FORMAT_UNDERSTOOD = 2
+"""The newest format this z8 opens; expiry stamps 2 (tombstones, expired heads) on first use."""
 
 _DBS = ("events", "streams", "heads", "ids", "caused", "correlated", "snapshots", "cursors", "meta")
 _DUPSORT = frozenset({"caused", "correlated"})
 _HEAD_KEY = b"head"
+_HEAD_SIZE = 48  # a stream head: version, position, hash; one more byte marks it expired
 _FORMAT_KEY = b"format"
 _STOP = object()
 _MAX_VERSION_KEY = (1 << 64) - 1
@@ -199,6 +207,8 @@ class LmdbJournal(Journal):
         self._env.reader_check()  # free reader slots left by processes that died
         self._dbs = self._open_dbs()
         self._new_ids = UuidV7().many
+        if self._read(lambda txn: txn.get(PENDING_KEY, db=self._dbs["meta"])) is not None:
+            self._commit([TombstoneOp(None)])  # an expiry was interrupted: finish its tombstones
         self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._writer = threading.Thread(target=self._write_loop, name=f"z8-journal-writer:{path}", daemon=True)
         self._writer.start()
@@ -213,10 +223,10 @@ class LmdbJournal(Journal):
             stored = txn.get(_FORMAT_KEY, db=dbs["meta"])
             if stored is None:
                 txn.put(_FORMAT_KEY, FORMAT_VERSION.to_bytes(4, "big"), db=dbs["meta"])
-            elif int.from_bytes(stored, "big") > FORMAT_VERSION:
+            elif int.from_bytes(stored, "big") > FORMAT_UNDERSTOOD:
                 raise JournalCorrupt(
                     f"journal {self.path!r} has format {int.from_bytes(stored, 'big')}, newer than this "
-                    f"z8 understands ({FORMAT_VERSION}); upgrade z8 to open it"
+                    f"z8 understands ({FORMAT_UNDERSTOOD}); upgrade z8 to open it"
                 )
         return dbs
 
@@ -436,6 +446,26 @@ class LmdbJournal(Journal):
     def _correlated(self, correlation_id: str) -> list[int]:
         return self._dup_positions("correlated", correlation_id)
 
+    def _expired(self, stream: str) -> bool:
+        value = self._read(lambda txn: _bytes_or_none(txn.get(stream.encode(), db=self._dbs["heads"])))
+        return value is not None and len(value) > _HEAD_SIZE
+
+    def _stream_heads(self, prefix: str) -> list[tuple[str, int, int, bool]]:
+        start = prefix.encode()
+
+        def read(txn: Any) -> list[tuple[str, int, int, bool]]:
+            cursor = txn.cursor(db=self._dbs["heads"])
+            found = []
+            if cursor.set_range(start):
+                for key, value in cursor.iternext():
+                    if not bytes(key).startswith(start):
+                        break
+                    found.append((bytes(key).decode(), int.from_bytes(value[:8], "big"),
+                                  int.from_bytes(value[8:16], "big"), len(value) > _HEAD_SIZE))
+            return found
+
+        return self._read(read)
+
     def _load_snapshot(self, stream: str) -> Snapshot | None:
         value = self._read(lambda txn: _bytes_or_none(txn.get(stream.encode(), db=self._dbs["snapshots"])))
         return _decode_snapshot(value) if value else None
@@ -458,6 +488,8 @@ class _LmdbView:
 
     def stream_version(self, stream: str) -> int:
         value = self._txn.get(stream.encode(), db=self._dbs["heads"])
+        if value and len(value) > _HEAD_SIZE:
+            raise RecordExpired(f"stream {stream!r} was expired under its retention rule; nothing more can be written to it")
         return int.from_bytes(value[:8], "big") if value else 0
 
     def has_event(self, event_id: str) -> bool:
@@ -503,6 +535,43 @@ class _LmdbView:
 
     def put_cursor(self, name: str, position: int) -> None:
         self._txn.put(name.encode(), position.to_bytes(8, "big"), db=self._dbs["cursors"])
+
+    def record(self, position: int) -> bytes | None:
+        return self._txn.get(position_key(position), db=self._dbs["events"])
+
+    def stream_positions(self, stream: str) -> list[int]:
+        prefix = stream_prefix(stream)
+        cursor = self._txn.cursor(db=self._dbs["streams"])
+        positions = []
+        if cursor.set_range(stream_key(prefix, 1)):
+            for key, value in cursor.iternext():
+                if key[: len(prefix)] != prefix or len(key) != len(prefix) + 8:
+                    break
+                positions.append(int.from_bytes(value, "big"))
+        return positions
+
+    def replace_record(self, position: int, record: bytes) -> None:
+        self._txn.put(position_key(position), record, db=self._dbs["events"])
+
+    def mark_expired(self, stream: str) -> None:
+        heads, meta = self._dbs["heads"], self._dbs["meta"]
+        value = self._txn.get(stream.encode(), db=heads)
+        if value is not None and len(value) == _HEAD_SIZE:
+            self._txn.put(stream.encode(), value + b"\x01", db=heads)
+        if int.from_bytes(self._txn.get(_FORMAT_KEY, db=meta), "big") < FORMAT_UNDERSTOOD:
+            self._txn.put(_FORMAT_KEY, FORMAT_UNDERSTOOD.to_bytes(4, "big"), db=meta)  # older z8 refuses it
+
+    def drop_snapshot(self, stream: str) -> None:
+        self._txn.delete(stream.encode(), db=self._dbs["snapshots"])
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self._txn.get(key, db=self._dbs["meta"])
+
+    def put_meta(self, key: bytes, value: bytes | None) -> None:
+        if value is None:
+            self._txn.delete(key, db=self._dbs["meta"])
+        else:
+            self._txn.put(key, value, db=self._dbs["meta"])
 
 
 def _deliver(items: list[tuple[Op, asyncio.AbstractEventLoop, asyncio.Future[Any]]], results: list[object]) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Sequence
 
+from z8.errors import RecordExpired
 from z8.ids import UuidV7
 
 from ._commit import Batch, Op
@@ -37,6 +38,8 @@ class _State:
         self.correlated: dict[str, list[int]] = {}
         self.snapshots: dict[str, Snapshot] = {}
         self.cursors: dict[str, int] = {}
+        self.expired: set[str] = set()
+        self.meta: dict[bytes, bytes] = {}
 
 
 class _MemoryView:
@@ -49,11 +52,17 @@ class _MemoryView:
         self._head: tuple[int, bytes] | None = None
         self._snapshots: dict[str, Snapshot] = {}
         self._cursors: dict[str, int] = {}
+        self._replaced: dict[int, bytes] = {}
+        self._expired: set[str] = set()
+        self._dropped: set[str] = set()
+        self._meta: dict[bytes, bytes | None] = {}
 
     def last(self) -> tuple[int, bytes]:
         return self._state.head
 
     def stream_version(self, stream: str) -> int:
+        if stream in self._expired or stream in self._state.expired:
+            raise RecordExpired(f"stream {stream!r} was expired under its retention rule; nothing more can be written to it")
         head = self._state.heads.get(stream)
         return head[0] if head else 0
 
@@ -82,8 +91,40 @@ class _MemoryView:
     def put_cursor(self, name: str, position: int) -> None:
         self._cursors[name] = position
 
+    def record(self, position: int) -> bytes | None:
+        records = self._state.records
+        return self._replaced.get(position) or (records[position - 1] if position <= len(records) else None)
+
+    def stream_positions(self, stream: str) -> list[int]:
+        return list(self._state.streams.get(stream, ()))
+
+    def replace_record(self, position: int, record: bytes) -> None:
+        self._replaced[position] = record
+
+    def mark_expired(self, stream: str) -> None:
+        self._expired.add(stream)
+
+    def drop_snapshot(self, stream: str) -> None:
+        self._dropped.add(stream)
+
+    def get_meta(self, key: bytes) -> bytes | None:
+        return self._meta[key] if key in self._meta else self._state.meta.get(key)
+
+    def put_meta(self, key: bytes, value: bytes | None) -> None:
+        self._meta[key] = value
+
     def commit(self) -> None:
         state = self._state
+        for position, record in self._replaced.items():
+            state.records[position - 1] = record
+        state.expired |= self._expired
+        for stream in self._dropped:
+            state.snapshots.pop(stream, None)
+        for key, value in self._meta.items():
+            if value is None:
+                state.meta.pop(key, None)
+            else:
+                state.meta[key] = value
         for envelope, record in self._events:
             state.records.append(record)
             position = envelope.position
@@ -182,6 +223,13 @@ class MemoryJournal(Journal):
 
     def _load_snapshot(self, stream: str) -> Snapshot | None:
         return self._state.snapshots.get(stream)
+
+    def _expired(self, stream: str) -> bool:
+        return stream in self._state.expired
+
+    def _stream_heads(self, prefix: str) -> list[tuple[str, int, int, bool]]:
+        expired = self._state.expired
+        return sorted((s, v, p, s in expired) for s, (v, p, _) in self._state.heads.items() if s.startswith(prefix))
 
     def _cursor(self, name: str) -> int:
         return self._state.cursors.get(name, 0)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import msgspec
 
-from ._envelope import Envelope, check_record, decode_record
+from ._envelope import Envelope, check_record, decode_record, is_tombstone
 
 __all__ = ["Fault", "RunCheck"]
 
@@ -40,10 +40,13 @@ class RunCheck:
 
     ``stream``: the selection is that stream's events from version 1 (gap-free). Without
     it, any records (a run across streams) are checked for hashes, order and links.
+    ``vouched``: the caller checks tombstones (expired records, which cannot hash
+    themselves) against their ``z8.RecordsExpired`` act; otherwise a tombstone is a fault.
     """
 
-    def __init__(self, stream: str | None = None) -> None:
+    def __init__(self, stream: str | None = None, *, vouched: bool = False) -> None:
         self.stream = stream
+        self.vouched = vouched
         self.checked = 0
         """Records fed that reconciled."""
         self.links = 0
@@ -69,7 +72,13 @@ class RunCheck:
         # (possibly altered) record claims
         found_version = version if version is not None else due if due is not None \
             else envelope.version if envelope is not None else None
-        reason = check_record(record)
+        if not is_tombstone(record):
+            reason = check_record(record)
+        elif self.vouched:
+            reason = None
+        else:
+            reason = (f"position {position} is a tombstone (its payload was expired): only the journal's "
+                      "z8.RecordsExpired act can vouch for it")
         if reason is not None:
             return Fault(position, found_version, reason)
         if envelope is None:
