@@ -19,6 +19,7 @@ from ._envelope import (
 from ._journal import Append, Journal
 from ._lmdb import DEFAULT_MAP_SIZE, LmdbJournal, open_journal
 from ._memory import MemoryJournal, open_memory_journal
+from ._personal import ERASED, Personal, PersonalCodec, Subject
 from ._retention import (
     Expired,
     ExpiryReport,
@@ -32,6 +33,7 @@ from ._retention import (
 )
 from ._subscription import Subscription
 from ._types import Event, RawEvent, TypeRegistry, Upcaster
+from ._vault import SubjectErased
 
 __all__ = [
     "ANY",
@@ -55,6 +57,11 @@ __all__ = [
     "VerifyReport",
     "open_journal",
     "open_memory_journal",
+    "Personal",
+    "Subject",
+    "ERASED",
+    "SubjectErased",
+    "PersonalCodec",
     "Retention",
     "RecordsExpired",
     "Expired",

@@ -13,7 +13,10 @@ from z8.errors import (
     UnknownEventType,
     UnregisteredEvent,
     UpcastError,
+    VaultError,
 )
+
+from ._personal import PersonalCodec, check_type
 
 __all__ = ["TypeRegistry", "RawEvent", "Event", "Upcaster"]
 
@@ -56,6 +59,8 @@ class _Entry(msgspec.Struct, frozen=True):
     cls: type
     schema: int
     decode: Callable[[bytes], Any]
+    personal: bool = False
+    """Whether the class holds ``z8.Personal`` fields (encoded through a journal's codec)."""
 
 
 class TypeRegistry:
@@ -83,6 +88,8 @@ class TypeRegistry:
         ``name`` defaults to the class name and is what the journal stores, so keep it
         stable across refactors. ``schema`` is the payload's current schema number;
         raise it (and add an upcaster) whenever old payloads no longer decode.
+        A class with ``z8.Personal`` fields must name its subject (``z8.Subject``):
+        ``VaultError`` otherwise.
         """
         if cls is None:
             return lambda c: self.register(c, name=name, schema=schema)
@@ -99,7 +106,8 @@ class TypeRegistry:
                 f"type name {type_name!r} is already registered to {taken.cls.__qualname__}; "
                 "pass name= to register under another name"
             )
-        entry = _Entry(type_name, cls, schema, msgspec.msgpack.Decoder(cls).decode)
+        personal = check_type(cls)
+        entry = _Entry(type_name, cls, schema, msgspec.msgpack.Decoder(cls).decode, personal)
         self._by_name[type_name] = entry
         self._by_class[cls] = entry
         return cls
@@ -133,10 +141,16 @@ class TypeRegistry:
     def __contains__(self, item: object) -> bool:
         return item in self._by_name or item in self._by_class
 
-    def encode(self, event: object) -> tuple[str, int, bytes]:
-        """Return (type name, schema, msgpack bytes) for an event about to be appended."""
+    def encode(self, event: object, personal: PersonalCodec | None = None) -> tuple[str, int, bytes]:
+        """Return (type name, schema, msgpack bytes) for an event about to be appended.
+
+        ``personal`` (a journal's ``journal.personal``) seals ``z8.Personal`` fields; a
+        type with such fields raises ``VaultError`` without it.
+        """
         entry = self._by_class.get(type(event))
         if entry is not None:
+            if entry.personal:
+                return entry.name, entry.schema, _personal(entry, personal).dumps(event)
             return entry.name, entry.schema, _ENCODE(event)
         if isinstance(event, RawEvent):
             if not isinstance(event.type, str) or not event.type or not isinstance(event.data, bytes):
@@ -151,8 +165,13 @@ class TypeRegistry:
             f"events must be registered msgspec Structs (or RawEvent), got {type(event).__name__}: {event!r:.80}"
         )
 
-    def decode(self, type_name: str, schema: int, data: bytes) -> Any:
-        """Decode a stored payload into its registered class, upcasting old schemas."""
+    def decode(self, type_name: str, schema: int, data: bytes, personal: PersonalCodec | None = None) -> Any:
+        """Decode a stored payload into its registered class, upcasting old schemas.
+
+        ``personal`` (a journal's ``journal.personal``) opens ``z8.Personal`` fields
+        (``z8.ERASED`` once their subject is erased). Upcasters of such a type receive
+        those fields sealed (msgpack extension values): pass them on unchanged.
+        """
         entry = self._by_name.get(type_name)
         if entry is None:
             raise UnknownEventType(
@@ -160,6 +179,8 @@ class TypeRegistry:
                 "(with the name it was written under) or read the envelope raw"
             )
         if schema == entry.schema:
+            if entry.personal:
+                return _personal(entry, personal).loads(data, entry.cls)
             return entry.decode(data)
         if schema > entry.schema:
             raise UpcastError(
@@ -176,9 +197,20 @@ class TypeRegistry:
                 )
             payload = upcast(payload)
         try:
+            if entry.personal:
+                return _personal(entry, personal).convert(payload, entry.cls)
             return msgspec.convert(payload, entry.cls)
         except msgspec.ValidationError as exc:
             raise UpcastError(
                 f"{type_name} upcast from schema {schema} to {entry.schema} does not fit "
                 f"{entry.cls.__qualname__}: {exc}"
             ) from exc
+
+
+def _personal(entry: _Entry, personal: PersonalCodec | None) -> PersonalCodec:
+    if personal is None:
+        raise VaultError(
+            f"{entry.name} has z8.Personal fields: encode and decode it through a journal "
+            "(journal.append / journal.decode, or types.encode(event, personal=journal.personal))"
+        )
+    return personal

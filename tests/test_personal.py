@@ -1,0 +1,468 @@
+"""Personal data off the record: z8.Personal fields sealed per subject, erasure by key destruction.
+
+Every test that looks at files opens a real LMDB journal in ``tmp_path`` and reads every
+byte of every file under it (the vault included).
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+import z8
+from z8 import errors
+from z8.journal import (
+    ERASED,
+    Journal,
+    RawEvent,
+    SubjectErased,
+    TypeRegistry,
+    open_journal,
+    open_memory_journal,
+)
+from z8.journal._vault import LmdbVault
+
+pytestmark = pytest.mark.anyio
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# --- types ----------------------------------------------------------------------------------
+
+
+class Address(msgspec.Struct, frozen=True):
+    street: z8.Personal[str]
+    city: str = "Springfield"
+
+
+class Reference(msgspec.Struct, frozen=True):
+    """A nested struct naming a subject of its own."""
+
+    referee: z8.Subject
+    phone: z8.Personal[str]
+
+
+class Applied(msgspec.Struct, frozen=True):
+    applicant: z8.Subject
+    name: z8.Personal[str]
+    income: z8.Personal[int]
+    amount: int
+    home: Address | None = None
+    previous: list[Address] = []
+    pair: tuple[Address, ...] = ()
+    by_kind: dict[str, Address] = {}
+    reference: Reference | None = None
+    nickname: z8.Personal[str] | None = None
+
+
+class Decided(msgspec.Struct, frozen=True, array_like=True, tag=True):
+    """Array-like and tagged: the stored form keeps its layout."""
+
+    applicant: z8.Subject
+    approved: bool
+    note: z8.Personal[str] = ""
+
+
+class Plain(msgspec.Struct, frozen=True):
+    amount: int
+
+
+def registry() -> TypeRegistry:
+    return TypeRegistry([Applied, Decided, Plain])
+
+
+SECRETS = {
+    "name": "Zebulon Quartermaine",
+    "street": "Wibblestrasse 77",
+    "street2": "Flumgasse 13",
+    "phone": "+44 7700 900461",
+    "nick": "Quasimodo-Fernsby",
+    "note": "divorced-in-Albuquerque",
+}
+INCOME = 8_765_431  # msgpack stores it as these 4 big-endian bytes
+
+
+def applied(subject: str = "applicant-1") -> Applied:
+    return Applied(
+        subject, SECRETS["name"], INCOME, 250_000,
+        home=Address(SECRETS["street"]), previous=[Address(SECRETS["street2"], "Shelbyville")],
+        pair=(Address(SECRETS["street2"]),), by_kind={"work": Address(SECRETS["street"])},
+        reference=Reference("referee-9", SECRETS["phone"]), nickname=SECRETS["nick"],
+    )
+
+
+def needles() -> list[bytes]:
+    return [s.encode() for s in SECRETS.values()] + [INCOME.to_bytes(4, "big")]
+
+
+def file_bytes(directory: Path) -> Iterator[tuple[Path, bytes]]:
+    for root, _, files in os.walk(directory):
+        for name in files:
+            path = Path(root) / name
+            yield path, path.read_bytes()
+
+
+def found_in_files(directory: Path, wanted: list[bytes]) -> list[tuple[str, bytes]]:
+    return [(str(path.relative_to(directory)), needle)
+            for path, data in file_bytes(directory) for needle in wanted if needle in data]
+
+
+def vault_keys(journal: Journal, subject: str) -> list[bytes]:
+    return list(journal._vault._load(subject)[0].values())  # noqa: SLF001 - the test reads the vault
+
+
+@pytest.fixture(params=["lmdb", "memory"])
+def journal(request: Any, tmp_path: Path) -> Iterator[Journal]:
+    if request.param == "lmdb":
+        j: Journal = open_journal(tmp_path / "j", types=registry(), durability="fast")
+    else:
+        j = open_memory_journal(types=registry())
+    yield j
+    j.close()
+
+
+# --- the API ---------------------------------------------------------------------------------
+
+
+def test_the_markers_are_what_msgspec_sees_and_erased_is_one_falsy_value() -> None:
+    assert msgspec.json.decode(b'{"street": "x"}', type=Address) == Address("x")
+    assert repr(ERASED) == "z8.ERASED" and z8.ERASED is ERASED and not ERASED
+    assert pickle.loads(pickle.dumps(ERASED)) is ERASED
+    assert z8.Personal[int] != int and z8.Subject != str
+
+
+async def test_personal_fields_round_trip_nested_optional_and_in_collections(journal: Journal) -> None:
+    event = applied()
+    [envelope] = await journal.append("loan-1", [event])
+    assert journal.decode(envelope) == event
+    assert journal.decode(journal.read_stream("loan-1")[0]) == event
+    # absent optionals, defaults and an array-like tagged struct
+    bare = Applied("applicant-2", "Ann", 1, 2)
+    tagged = Decided("applicant-2", True, "ok")
+    written = await journal.append("loan-2", [bare, tagged, Decided("applicant-2", False), Plain(3)])
+    assert [journal.decode(e) for e in written] == [bare, tagged, Decided("applicant-2", False), Plain(3)]
+    assert journal.verify().ok
+
+
+async def test_only_ciphertext_is_stored_and_plain_types_are_unchanged(journal: Journal) -> None:
+    [envelope, plain] = await journal.append("loan-1", [applied(), Plain(7)])
+    for needle in needles():
+        assert needle not in envelope.data
+    assert b"applicant-1" in envelope.data  # the subject is how the key is found: not encrypted
+    assert plain.data == msgspec.msgpack.encode(Plain(7))
+    raw = msgspec.msgpack.decode(envelope.data)
+    assert isinstance(raw["name"], msgspec.msgpack.Ext) and raw["name"].code == 90
+    assert raw["amount"] == 250_000  # fields that are not personal stay readable by any tool
+
+
+async def test_plaintext_is_in_no_file_before_erasure(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied()])
+        await journal.save_snapshot("loan-1", 1, journal.personal.dumps(applied()))
+        assert journal.decode(journal.read_stream("loan-1")[0]) == applied()
+    assert found_in_files(path, needles()) == []
+
+
+async def test_erasure_reads_erased_keeps_the_chain_and_is_journaled(journal: Journal) -> None:
+    first = await journal.append("loan-1", [applied(), Plain(1)])
+    other = await journal.append("loan-2", [applied("applicant-2")])
+    act = await journal.erase("applicant-1", by="dpo@bank", reason="GDPR art. 17 request #12")
+    after = journal.decode(journal.read_stream("loan-1")[0])
+    assert after.name is ERASED and after.income is ERASED and after.nickname is ERASED
+    assert after.home == Address(ERASED) and after.previous == [Address(ERASED, "Shelbyville")]
+    assert after.pair == (Address(ERASED),) and after.by_kind == {"work": Address(ERASED)}
+    assert after.amount == 250_000 and after.applicant == "applicant-1"
+    # the referee is a subject of its own: not erased with the applicant
+    assert after.reference == Reference("referee-9", SECRETS["phone"])
+    assert journal.decode(other[0]) == applied("applicant-2")
+    assert journal.decode(first[1]) == Plain(1)
+    assert act.stream == "$vault" and act.type == "z8.SubjectErased"
+    assert journal.decode(act) == SubjectErased("applicant-1", "dpo@bank", "GDPR art. 17 request #12")
+    assert journal.read_stream("$vault") == [act]
+    assert journal.is_erased("applicant-1") and not journal.is_erased("applicant-2")
+    report = journal.verify()
+    assert report.ok and report.checked == 4
+
+
+async def test_after_erasure_the_plaintext_and_the_keys_are_in_no_file(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    journal = open_journal(path, types=registry())
+    await journal.append("loan-1", [applied()])
+    for i in range(50):  # other subjects' keys share the vault's pages
+        await journal.append(f"loan-x{i}", [Decided(f"other-{i}", True, f"note {i}")])
+    await journal.save_snapshot("loan-1", 1, journal.personal.dumps(applied()))
+    keys = vault_keys(journal, "applicant-1")
+    survivor = vault_keys(journal, "other-7")
+    assert len(keys) == 1 and len(keys[0]) == 32
+    assert found_in_files(path, keys) == [(os.path.join("vault", "data.mdb"), keys[0])]
+    await journal.erase("applicant-1", by="dpo")
+    assert journal.verify().ok
+    journal.close()
+    assert found_in_files(path, needles() + keys) == []
+    assert found_in_files(path, survivor) != []  # the other subjects keep theirs
+    assert not (path / "vault.new").exists() and not (path / "vault.old").exists()
+    with open_journal(path, types=registry()) as journal:  # a restart still reads erased
+        assert journal.decode(journal.read_stream("loan-1")[0]).name is ERASED
+        assert journal.decode(journal.read_stream("loan-x7")[0]) == Decided("other-7", True, "note 7")
+        assert journal.is_erased("applicant-1") and journal.verify().ok
+
+
+async def test_new_personal_data_for_an_erased_subject_is_refused(journal: Journal) -> None:
+    await journal.append("loan-1", [applied()])
+    await journal.erase("applicant-1", by="dpo")
+    with pytest.raises(errors.SubjectErased, match="applicant-1"):
+        await journal.append("loan-1", [applied()])
+    assert journal.stream_version("loan-1") == 1
+    # an erased value written back (an agent folding what it read) needs no key
+    [again] = await journal.append("loan-1", [Decided("applicant-1", False, ERASED)])
+    assert journal.decode(again) == Decided("applicant-1", False, ERASED)
+    # defaults are in the code, not personal data: fine for an erased subject too
+    await journal.append("loan-1", [Decided("applicant-1", True)])
+
+
+async def test_erasing_an_unknown_subject_journals_the_act_and_bars_it(journal: Journal) -> None:
+    act = await journal.erase("never-seen", by="dpo", reason="no data held")
+    assert journal.decode(act) == SubjectErased("never-seen", "dpo", "no data held")
+    assert journal.is_erased("never-seen")
+    with pytest.raises(errors.SubjectErased):
+        await journal.append("s", [Decided("never-seen", True, "late data")])
+    again = await journal.erase("never-seen", by="dpo")  # each request is an act of its own
+    assert again.version == 2 and journal.verify().ok
+
+
+async def test_erase_checks_its_arguments_and_the_hold_hook(journal: Journal) -> None:
+    await journal.append("loan-1", [applied()])
+    for bad in ("", "a\x00b", "x" * 256, 7):
+        with pytest.raises(errors.VaultError):
+            await journal.erase(bad, by="dpo")  # type: ignore[arg-type]
+    with pytest.raises(errors.InvalidArgument):
+        await journal.erase("applicant-1", by="")
+
+    def held(subject: str) -> None:
+        raise errors.LegalHoldActive(f"{subject} is held")
+
+    journal._erase_guard = held  # noqa: SLF001 - the hook legal holds plug into
+    with pytest.raises(errors.LegalHoldActive):
+        await journal.erase("applicant-1", by="dpo")
+    assert journal.read_stream("$vault") == [] and not journal.is_erased("applicant-1")
+    assert journal.decode(journal.read_stream("loan-1")[0]) == applied()
+
+
+async def test_a_ciphertext_moved_to_another_subject_does_not_open(journal: Journal) -> None:
+    """Moving a sealed value into another subject's record reads as an error (VaultError),
+    or as ERASED when that subject is erased: it never reads as the other subject's data."""
+    [a] = await journal.append("a", [Decided("subject-a", True, "secret of a")])
+    await journal.append("b", [Decided("subject-b", True, "secret of b")])
+    stolen = msgspec.msgpack.decode(a.data)
+    forged = msgspec.msgpack.encode(["Decided", "subject-b", True, stolen[3]])
+    [moved] = await journal.append("b", [RawEvent("Decided", forged)])
+    with pytest.raises(errors.VaultError, match="subject-b"):
+        journal.decode(moved)
+    # moved to another field of the same subject: the field is bound too
+    mine = msgspec.msgpack.decode((await journal.append("c", [applied("subject-a")]))[0].data)
+    [swapped] = await journal.append("c", [RawEvent("Applied", msgspec.msgpack.encode({**mine, "nickname": mine["name"]}))])
+    with pytest.raises(errors.VaultError, match="nickname"):
+        journal.decode(swapped)
+    await journal.erase("subject-b", by="dpo")
+    assert journal.decode(moved).note is ERASED
+
+
+async def test_an_altered_ciphertext_is_refused(journal: Journal) -> None:
+    [a] = await journal.append("a", [Decided("subject-a", True, "secret")])
+    stored = msgspec.msgpack.decode(a.data)
+    sealed = bytearray(stored[3].data)
+    sealed[-1] ^= 1
+    stored[3] = msgspec.msgpack.Ext(90, bytes(sealed))
+    [bad] = await journal.append("a", [RawEvent("Decided", msgspec.msgpack.encode(stored))])
+    with pytest.raises(errors.VaultError, match="altered"):
+        journal.decode(bad)
+
+
+# --- declarations ----------------------------------------------------------------------------
+
+
+class NoSubject(msgspec.Struct):
+    name: z8.Personal[str]
+
+
+class TwoSubjects(msgspec.Struct):
+    a: z8.Subject
+    b: z8.Subject
+    name: z8.Personal[str]
+
+
+class PersonalInside(msgspec.Struct):
+    who: z8.Subject
+    names: list[z8.Personal[str]]
+
+
+class Outer(msgspec.Struct):
+    """Holds a struct with personal fields but names no subject for it."""
+
+    address: Address
+
+
+class Tree(msgspec.Struct):
+    who: z8.Subject
+    name: z8.Personal[str]
+    children: list[Tree] = []
+
+
+class PlainTree(msgspec.Struct):
+    children: list[PlainTree] = []
+
+
+@pytest.mark.parametrize("cls, match", [
+    (NoSubject, "NoSubject has z8.Personal fields but no z8.Subject"),
+    (Outer, "Outer has z8.Personal fields but no z8.Subject"),
+    (TwoSubjects, "TwoSubjects has two z8.Subject fields"),
+    (PersonalInside, "annotate a whole field"),
+    (Tree, "recursive"),
+])
+def test_bad_declarations_raise_vault_error_naming_the_type(cls: type, match: str) -> None:
+    with pytest.raises(errors.VaultError, match=match):
+        TypeRegistry([cls])
+    with pytest.raises(errors.VaultError, match=match):
+        open_memory_journal().personal.dumps(_instance_of(cls))
+
+
+def _instance_of(cls: type) -> Any:
+    return {
+        NoSubject: lambda: NoSubject("x"),
+        Outer: lambda: Outer(Address("x")),
+        TwoSubjects: lambda: TwoSubjects("a", "b", "n"),
+        PersonalInside: lambda: PersonalInside("w", ["n"]),
+        Tree: lambda: Tree("w", "n"),
+    }[cls]()
+
+
+def test_a_subject_is_a_whole_str_field_and_plain_recursive_types_are_fine() -> None:
+    TypeRegistry([PlainTree])  # recursion without personal data is no concern
+
+    class Muddled(msgspec.Struct):
+        who: z8.Subject | int
+        name: z8.Personal[str]
+
+    with pytest.raises(errors.VaultError, match="Muddled.who"):
+        TypeRegistry([Muddled])
+
+
+def test_a_registry_without_a_journal_refuses_personal_types() -> None:
+    types = registry()
+    with pytest.raises(errors.VaultError, match="through a journal"):
+        types.encode(applied())
+    assert types.encode(Plain(1)) == ("Plain", 1, msgspec.msgpack.encode(Plain(1)))
+
+
+async def test_a_personal_value_needs_a_subject_unless_it_is_the_default() -> None:
+    journal = open_memory_journal(types=registry())
+    await journal.append("s", [Decided("", True)])  # the default note is in the code, not personal
+    with pytest.raises(errors.VaultError, match="no subject"):
+        await journal.append("s", [Decided("", True, "a real note")])
+    assert journal.stream_version("s") == 1
+
+
+async def test_upcasters_see_sealed_fields_and_pass_them_on() -> None:
+    old = TypeRegistry()
+
+    @old.register(name="Note", schema=1)
+    class NoteV1(msgspec.Struct):
+        who: z8.Subject
+        text: z8.Personal[str]
+
+    journal = open_memory_journal(types=old)
+    [written] = await journal.append("n", [NoteV1("s-1", "hello there")])
+    new = TypeRegistry()
+
+    @new.register(name="Note", schema=2)
+    class NoteV2(msgspec.Struct):
+        who: z8.Subject
+        text: z8.Personal[str]
+        lang: str
+
+    @new.upcaster("Note", from_schema=1)
+    def add_lang(payload: dict[str, Any]) -> dict[str, Any]:
+        assert isinstance(payload["text"], msgspec.msgpack.Ext)
+        return {**payload, "lang": "en"}
+
+    assert new.decode("Note", 1, written.data, journal.personal) == NoteV2("s-1", "hello there", "en")
+
+
+# --- the vault's files -------------------------------------------------------------------------
+
+
+async def test_an_erasure_journaled_but_not_applied_is_applied_at_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied()])
+        keys = vault_keys(journal, "applicant-1")
+        # a crash fell between the journaled act and the key's destruction
+        await journal.append("$vault", [SubjectErased("applicant-1", "dpo")], allow_reserved=True)
+    assert found_in_files(path, keys) != []
+    with open_journal(path, types=registry()) as journal:
+        assert journal.decode(journal.read_stream("loan-1")[0]).name is ERASED
+    assert found_in_files(path, keys) == []
+
+
+async def test_an_interrupted_compaction_is_finished_at_the_next_open(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied()])
+        keys = vault_keys(journal, "applicant-1")
+    # the keys were deleted and the flag set, then the process died before the copy
+    vault = LmdbVault(path)
+    original = vault._compact  # noqa: SLF001
+    vault._compact = lambda: None  # type: ignore[method-assign]  # noqa: SLF001
+    vault.destroy("applicant-1")
+    vault._compact = original  # type: ignore[method-assign]  # noqa: SLF001
+    vault.close()
+    (path / "vault.old").mkdir()  # and leftovers of an earlier compaction
+    (path / "vault.old" / "data.mdb").write_bytes(b"junk" + keys[0])
+    assert found_in_files(path, keys) != []
+    with open_journal(path, types=registry()) as journal:
+        assert journal.decode(journal.read_stream("loan-1")[0]).name is ERASED
+    assert found_in_files(path, keys) == [] and not (path / "vault.old").exists()
+
+
+async def test_a_crash_between_the_renames_keeps_the_compacted_vault(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied(), applied("applicant-2")])
+        await journal.erase("applicant-1", by="dpo")
+    shutil.move(path / "vault", path / "vault.new")  # as if renamed away and not yet back
+    with open_journal(path, types=registry()) as journal:
+        [one, two] = [journal.decode(e) for e in journal.read_stream("loan-1")]
+        assert one.name is ERASED and two == applied("applicant-2")
+
+
+async def test_a_lost_vault_is_an_error_not_an_erasure(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied()])
+    shutil.rmtree(path / "vault")
+    with open_journal(path, types=registry()) as journal:
+        with pytest.raises(errors.VaultError, match="vault was lost"):
+            journal.decode(journal.read_stream("loan-1")[0])
+
+
+async def test_keys_are_durable_before_the_append_and_shared_after_reopen(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    with open_journal(path, types=registry(), durability="fast") as journal:
+        await journal.append("loan-1", [applied()])
+        assert not journal._vault.pending  # noqa: SLF001 - stored before the append ran
+        kid = vault_keys(journal, "applicant-1")
+    with open_journal(path, types=registry()) as journal:
+        await journal.append("loan-1", [applied()])  # reuses the stored key
+        assert vault_keys(journal, "applicant-1") == kid
+        assert [journal.decode(e) for e in journal.read_stream("loan-1")] == [applied(), applied()]
