@@ -114,6 +114,7 @@ async def test_everything_older_expires_with_keep_days_zero_and_dollar_streams_n
         report = await journal.expire(Retention("Loan", 0), Retention("LoanApp", 0), by="ops")
         assert sorted(a.stream for a in report.expired) == ["Loan", "Loan-1", "Loan-2", "Loan-3", "Loan-4", "LoanApp-1"]
         assert journal.read_stream("$jobs/x")[0].type == "Note" and journal.verify().ok
+        assert (await journal.expire(Retention("Loan", 0), by="ops")).expired == []
 
 
 async def test_expiring_twice_writes_once(tmp_path: Path) -> None:
@@ -189,8 +190,8 @@ async def test_tombstones_that_do_not_match_their_act_are_reported(tmp_path: Pat
         # An act claiming fewer records than were tombstoned (written as the journal would,
         # so its own hash holds): the covered set no longer matches it.
         check = _retention.ExpiryCheck(lambda version: journal.read_stream("$retention", version))
-        act_position, act = check._acts["Loan-1"]
-        check._acts["Loan-1"] = (act_position, msgspec.structs.replace(act, count=2))
+        act_position, act = check.acts["Loan-1"]
+        check.acts["Loan-1"] = (act_position, msgspec.structs.replace(act, count=2))
         faults = [check.see(record, journal._get([p])[0]) for p, record in journal._records(1, 100)]
         [(position, reason)] = [f for f in faults if f]
         assert position == 1 and "do not match" in reason  # reported at the act's first position

@@ -224,7 +224,8 @@ _TOMBSTONE_HEAD: Final = b"\x98" + _ENCODE(EXPIRED_TYPE)  # fixarray(8), then th
 
 def is_tombstone(record: bytes) -> bool:
     """Whether a stored record is a tombstone (its payload was expired)."""
-    return bytes(record[: len(_TOMBSTONE_HEAD)]) == _TOMBSTONE_HEAD
+    # the first byte settles it for every ordinary record (a 13-element array: 0x9d)
+    return record[0] == 0x98 and record[: len(_TOMBSTONE_HEAD)] == _TOMBSTONE_HEAD
 
 
 def tombstone_of(record: bytes) -> bytes:

@@ -61,9 +61,8 @@ from ._envelope import (
     stream_prefix,
 )
 from ._journal import Journal
-from ._retention import PENDING_KEY, TombstoneOp
+from ._retention import PENDING_KEY, TombstoneOp, expired_error
 from ._types import TypeRegistry
-from ._vault import LmdbVault
 
 __all__ = ["LmdbJournal", "open_journal", "DEFAULT_MAP_SIZE"]
 
@@ -207,7 +206,6 @@ class LmdbJournal(Journal):
             raise JournalPathError(f"cannot open journal at {path!r}: {exc}") from exc
         self._env.reader_check()  # free reader slots left by processes that died
         self._dbs = self._open_dbs()
-        self._use_vault(LmdbVault(Path(path)))
         self._new_ids = UuidV7().many
         if self._read(lambda txn: txn.get(PENDING_KEY, db=self._dbs["meta"])) is not None:
             self._commit([TombstoneOp(None)])  # an expiry was interrupted: finish its tombstones
@@ -387,6 +385,9 @@ class LmdbJournal(Journal):
         cut = len(prefix)
 
         def read(txn: Any) -> list[Envelope]:
+            head = txn.get(prefix[:-1], db=self._dbs["heads"])
+            if head is not None and len(head) > _HEAD_SIZE:
+                raise expired_error(stream)
             cursor = txn.cursor(db=self._dbs["streams"])
             if backward:
                 target = stream_key(prefix, min(from_version or _MAX_VERSION_KEY, _MAX_VERSION_KEY))

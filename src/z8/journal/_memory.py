@@ -15,6 +15,7 @@ from z8.ids import UuidV7
 from ._commit import Batch, Op
 from ._envelope import GENESIS_HASH, Envelope, Snapshot, decode_record
 from ._journal import Journal
+from ._retention import expired_error
 from ._types import TypeRegistry
 
 __all__ = ["MemoryJournal", "open_memory_journal"]
@@ -185,6 +186,8 @@ class MemoryJournal(Journal):
         return [(i + 1, records[i]) for i in range(from_position - 1, stop)]
 
     def _read_stream(self, stream: str, from_version: int | None, backward: bool, limit: int | None) -> list[Envelope]:
+        if stream in self._state.expired:
+            raise expired_error(stream)
         positions = self._state.streams.get(stream, [])
         if backward:
             start = len(positions) if from_version is None else min(from_version, len(positions))

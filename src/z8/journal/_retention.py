@@ -368,7 +368,8 @@ class ExpiryCheck:
 
     def __init__(self, read_acts: Callable[[int], list[Envelope]]) -> None:
         self._read_acts = read_acts
-        self._acts: dict[str, tuple[int, RecordsExpired]] = {}
+        self.acts: dict[str, tuple[int, RecordsExpired]] = {}
+        """stream -> (position of its act, the act)."""
         self._tallies: dict[str, _Tally] = {}
         self._version = 0
         self._refresh()
@@ -378,15 +379,20 @@ class ExpiryCheck:
             self._version = envelope.version
             if envelope.type == "z8.RecordsExpired":
                 act = _decode_act(envelope.data)
-                self._acts.setdefault(act.stream, (envelope.position, act))
+                self.acts.setdefault(act.stream, (envelope.position, act))
 
-    def see(self, record: bytes, envelope: Envelope) -> tuple[int, str] | None:
-        """(bad position, why) if ``record`` breaks the tombstone rule, else None."""
-        position, tomb = envelope.position, is_tombstone(record)
-        cover = self._acts.get(envelope.stream)
+    def see(self, record: bytes, envelope: Envelope, tomb: bool | None = None) -> tuple[int, str] | None:
+        """(bad position, why) if ``record`` breaks the tombstone rule, else None.
+
+        Only tombstones and records of streams in :attr:`acts` need to be shown: the
+        walk skips the call for the others (it is on every record's path)."""
+        position = envelope.position
+        if tomb is None:
+            tomb = is_tombstone(record)
+        cover = self.acts.get(envelope.stream)
         if tomb and not _covers(cover, position):
             self._refresh()
-            cover = self._acts.get(envelope.stream)
+            cover = self.acts.get(envelope.stream)
         if not _covers(cover, position):
             if tomb:
                 return position, (
@@ -563,9 +569,11 @@ class RetentionMethods:
     def _category_heads(self, category: str) -> list[tuple[str, int, int, bool]]:
         heads = self._stream_heads(category + "-")  # type: ignore[attr-defined]
         version = self._stream_version(category)  # type: ignore[attr-defined]
-        if version:
+        if version and self._expired(category):  # type: ignore[attr-defined]
+            heads.append((category, version, 0, True))
+        elif version:  # the stream named as the category itself ("Loan")
             last = self._read_stream(category, None, True, 1)[0].position  # type: ignore[attr-defined]
-            heads.append((category, version, last, self._expired(category)))  # type: ignore[attr-defined]
+            heads.append((category, version, last, False))
         return heads
 
     async def _finish_expiry(self) -> int:
