@@ -8,8 +8,9 @@ walks, subscriptions and chain verification. Write rules live in ``_commit``.
 from __future__ import annotations
 
 import abc
+import functools
 import threading
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Callable, Collection, Sequence
 from typing import Any
 
 import anyio
@@ -40,8 +41,10 @@ from ._envelope import (
 )
 from ._runcheck import Fault, RunCheck
 from ._retention import ExpiryCheck, RetentionMethods, register_retention_types
+from ._personal import PersonalCodec
 from ._subscription import Notifier, Subscription
 from ._types import Event, TypeRegistry
+from ._vault import ERASED_TYPE, VAULT_STREAM, MemoryVault, SubjectErased, Vault, check_subject
 
 __all__ = ["Journal", "Append"]
 
@@ -73,6 +76,12 @@ class Journal(RetentionMethods, abc.ABC):
         self._closed = False
         self._notifier = Notifier()
         self._lifecycle = threading.Lock()
+        self._types.register(SubjectErased, name=ERASED_TYPE)
+        self._vault: Vault = MemoryVault()
+        self._personal = PersonalCodec(self._vault)
+        self._encode = functools.partial(self._types.encode, personal=self._personal)
+        self._erase_guard: Callable[[str], None] | None = getattr(self, "check_erasable", None)
+        """Called with the subject before an erasure; raises (``LegalHoldActive``) to refuse it."""
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -95,6 +104,7 @@ class Journal(RetentionMethods, abc.ABC):
                 return
             self._closed = True
         self._close()
+        self._vault.close()
         self._notifier.close()
 
     async def aclose(self) -> None:
@@ -140,6 +150,8 @@ class Journal(RetentionMethods, abc.ABC):
         op = self._prepare(
             [Append(stream, events, expected_version)], causation_id, correlation_id, actor, allow_reserved
         )
+        if self._vault.pending:
+            await self._persist_keys()
         return await self._execute(op)  # type: ignore[return-value]
 
     async def append_many(
@@ -157,6 +169,8 @@ class Journal(RetentionMethods, abc.ABC):
         if any part's expected version fails, none is.
         """
         op = self._prepare(appends, causation_id, correlation_id, actor, allow_reserved)
+        if self._vault.pending:
+            await self._persist_keys()
         return await self._execute(op)  # type: ignore[return-value]
 
     def _prepare(
@@ -172,7 +186,7 @@ class Journal(RetentionMethods, abc.ABC):
             raise InvalidEvent("append_many needs a non-empty list of Append(stream, events, expected_version)")
         for name, value in (("causation_id", causation_id), ("correlation_id", correlation_id), ("actor", actor)):
             _check_id(name, value)
-        encode = self._types.encode
+        encode = self._encode
         parts = []
         for item in appends:
             if not isinstance(item, Append):
@@ -200,6 +214,8 @@ class Journal(RetentionMethods, abc.ABC):
         check_count("schema", schema, minimum=1)
         if not isinstance(state, bytes):
             raise InvalidSnapshot(f"snapshot state must be bytes (e.g. msgspec-encoded), got {type(state).__name__}")
+        if self._vault.pending:
+            await self._persist_keys()
         return await self._execute(SnapshotOp(stream, version, schema, state))  # type: ignore[return-value]
 
     async def ack(self, name: str, position: int) -> int:
@@ -286,8 +302,69 @@ class Journal(RetentionMethods, abc.ABC):
         return self._cursor(name)
 
     def decode(self, envelope: Envelope) -> Any:
-        """The envelope's payload as its registered Struct, upcast to the current schema."""
-        return self._types.decode(envelope.type, envelope.schema, envelope.data)
+        """The envelope's payload as its registered Struct, upcast to the current schema.
+
+        ``z8.Personal`` fields are decrypted; they read as ``z8.ERASED`` once their subject
+        was erased (``VaultError`` if a ciphertext does not belong to the record's subject).
+        """
+        return self._types.decode(envelope.type, envelope.schema, envelope.data, self._personal)
+
+    # --- personal data -----------------------------------------------------------------
+
+    @property
+    def personal(self) -> PersonalCodec:
+        """The codec that seals ``z8.Personal`` fields under this journal's vault: for what
+        the runtime stores besides event payloads (snapshots, effect requests, results)."""
+        return self._personal
+
+    async def erase(self, subject: str, *, by: str, reason: str = "") -> Envelope:
+        """Erase ``subject``'s personal data: destroy its keys, and journal the act.
+
+        Journals ``z8.SubjectErased(subject, by, reason)`` in ``$vault`` (its envelope is
+        returned), then deletes the subject's keys from the vault and compacts the vault,
+        so the key bytes are in no file. From then on every ``z8.Personal`` field of the
+        subject reads as ``z8.ERASED`` — in events, snapshots and effect records, wherever
+        they were copied — and ``verify()`` still passes: no record changed. Recording new
+        personal data for the subject raises ``errors.SubjectErased``. Erasing a subject
+        the vault never saw journals the act all the same (and bars later data for it).
+
+        Refused with ``LegalHoldActive`` (nothing written) while a legal hold covers the
+        subject. A crash after the act is journaled completes the erasure at the next open.
+        Keep personal data out of ``reason``: it is journaled in clear.
+        """
+        self._check_open()
+        check_subject(subject)
+        if not isinstance(by, str) or not by:
+            raise InvalidArgument(f"by names who erases: a non-empty str, got {by!r}")
+        if not isinstance(reason, str):
+            raise InvalidArgument(f"reason must be a str, got {type(reason).__name__}")
+        self._check_erasable(subject)
+        written = await self.append(VAULT_STREAM, [SubjectErased(subject, by, reason)], allow_reserved=True)
+        await anyio.to_thread.run_sync(self._vault.destroy, subject)
+        return written[0]
+
+    def is_erased(self, subject: str) -> bool:
+        """Whether ``subject``'s personal data was erased."""
+        self._check_open()
+        return self._vault.is_erased(check_subject(subject))
+
+    def _check_erasable(self, subject: str) -> None:
+        """Raise (``LegalHoldActive``) when ``subject`` may not be erased now."""
+        if self._erase_guard is not None:
+            self._erase_guard(subject)
+
+    async def _persist_keys(self) -> None:
+        """Store new subject keys durably before the append that uses them."""
+        await anyio.to_thread.run_sync(self._vault.persist)
+
+    def _use_vault(self, vault: Vault) -> None:
+        """Keep keys in ``vault`` (a backend's own) and finish erasures a crash interrupted."""
+        self._vault = self._personal._vault = vault  # noqa: SLF001 - the journal's own codec
+        for envelope in self._read_stream(VAULT_STREAM, None, False, None):
+            if envelope.type == ERASED_TYPE:
+                subject = msgspec.msgpack.decode(envelope.data, type=SubjectErased).subject
+                if not vault.is_erased(subject):
+                    vault.destroy(subject)
 
     # --- subscriptions -----------------------------------------------------------------
 

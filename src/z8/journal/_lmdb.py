@@ -63,6 +63,7 @@ from ._envelope import (
 from ._journal import Journal
 from ._retention import PENDING_KEY, TombstoneOp, expired_error
 from ._types import TypeRegistry
+from ._vault import LmdbVault
 
 __all__ = ["LmdbJournal", "open_journal", "DEFAULT_MAP_SIZE"]
 
@@ -206,6 +207,7 @@ class LmdbJournal(Journal):
             raise JournalPathError(f"cannot open journal at {path!r}: {exc}") from exc
         self._env.reader_check()  # free reader slots left by processes that died
         self._dbs = self._open_dbs()
+        self._use_vault(LmdbVault(Path(path)))
         self._new_ids = UuidV7().many
         if self._read(lambda txn: txn.get(PENDING_KEY, db=self._dbs["meta"])) is not None:
             self._commit([TombstoneOp(None)])  # an expiry was interrupted: finish its tombstones
