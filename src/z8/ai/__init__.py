@@ -7,8 +7,21 @@ from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec,
 from ._models import MODEL_CAPABILITY, MODEL_EFFECT, Models, ModelSpec, digest_messages
 from ._providers import AnthropicProvider, OpenAIProvider, Provider, ScriptedProvider
 from ._tools import Tool, tool
+from ._agent import (
+    Agent, CallsIssued, ModelStep, RunFinished, RunForked, RunStarted, RunState, RunTimedOut, StrategyAdvanced,
+    StrategyChosen, ToolStep, route,
+)
+from ._strategies import (
+    Ask, ChainOfThought, Done, ExactSearch, GraphOfThought, OneShot, ReAct, RunView, SelfRefine, Step, Strategy,
+    TreeOfThought,
+)
 
 __all__ = ["Message", "ModelRequest", "ModelResponse", "ToolCall", "ToolSpec", "Usage",
            "Provider", "OpenAIProvider", "AnthropicProvider", "ScriptedProvider",
            "Models", "ModelSpec", "MODEL_EFFECT", "MODEL_CAPABILITY", "digest_messages",
-           "Tool", "tool"]
+           "Tool", "tool",
+           # agents and runs (engineer B)
+           "Agent", "route", "RunState", "RunStarted", "RunForked", "StrategyChosen", "StrategyAdvanced",
+           "CallsIssued", "ModelStep", "ToolStep", "RunFinished", "RunTimedOut",
+           "Strategy", "Ask", "Done", "Step", "RunView", "OneShot", "ChainOfThought", "ReAct", "TreeOfThought",
+           "GraphOfThought", "ExactSearch", "SelfRefine"]
