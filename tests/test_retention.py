@@ -346,3 +346,63 @@ async def test_subscribers_and_handlers_read_through_expired_positions(tmp_path:
             first = await notes.__anext__()
         assert first.stream == "Loan-3"  # Loan-1 and Loan-2 are z8.expired now
 
+
+# --- the application ----------------------------------------------------------------------
+
+
+def bank_app(path: Path, **options: object) -> object:
+    import test_agents  # noqa: F401 - loads examples/bank.py as the module "bank"
+    from bank import Account, Deposit, OpenAccount, Withdraw, bank_types
+
+    from z8.app import Application, Router
+
+    router = Router().identify(Account, by="account_id", prefix="account-").dispatch(
+        OpenAccount, Deposit, Withdraw, to=Account)
+    return Application(router, path, types=bank_types(), durability="fast", **options)  # type: ignore[arg-type]
+
+
+async def test_the_application_expires_its_categories_under_holds(tmp_path: Path) -> None:
+    import test_agents  # noqa: F401 - loads examples/bank.py as the module "bank"
+    from bank import Deposit, OpenAccount
+
+    from z8.testing import FakeClock
+
+    clock = FakeClock(time.time_ns())
+    async with bank_app(tmp_path / "j", retention=[Retention("account", 30)], clock=clock) as app:  # type: ignore[attr-defined]
+        await app.dispatch(OpenAccount("1", "ada"))
+        await app.dispatch(Deposit("1", 10))
+        await app.dispatch(OpenAccount("2", "bob"))
+        mid = time.time_ns()
+        await app.dispatch(OpenAccount("3", "cy"))
+        clock.set(mid + 30 * DAY)  # ages are counted from recorded_at, the journal's wall clock
+        await app.hold(stream="account-2", by="legal", reason="dispute 4")
+        assert [h.stream for h in app.holds()] == ["account-2"]
+
+        report = await app.expire(by="retention-job")
+        assert [a.stream for a in report.expired] == ["account-1"]
+        assert [(s.stream, s.reason) for s in report.skipped] == [("account-2", "legal hold by legal: dispute 4")]
+        assert app.tree().find("/app/account/account-1") is None  # its agent was stopped
+        with pytest.raises(errors.RecordExpired):
+            app.journal.read_stream("account-1")
+        for _ in range(3):  # refused before its agent is started: nothing crash-loops
+            with pytest.raises(errors.RecordExpired, match="account-1"):
+                await app.dispatch(Deposit("1", 5))
+        assert app.journal.stream_version("account-1") == 2
+        assert await app.dispatch(Deposit("3", 5)) == 5
+
+        await app.release_hold(stream="account-2", by="legal", reason="settled")
+        assert [a.stream for a in (await app.expire(by="retention-job")).expired] == ["account-2"]
+        assert (await app.expire(by="retention-job")).expired == []
+        assert app.journal.verify().ok
+
+
+async def test_the_application_checks_its_retention_rules(tmp_path: Path) -> None:
+    from z8.errors import InvalidSpec
+
+    with pytest.raises(InvalidSpec, match="one retention rule per category"):
+        bank_app(tmp_path / "a", retention=[Retention("account", 1), Retention("account", 2)])
+    with pytest.raises(InvalidSpec, match="Retention"):
+        bank_app(tmp_path / "b", retention=[("account", 1)])
+    async with bank_app(tmp_path / "c") as app:  # type: ignore[attr-defined]
+        with pytest.raises(InvalidSpec, match="no retention rules"):
+            await app.expire(by="ops")

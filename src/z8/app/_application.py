@@ -22,7 +22,7 @@ from z8.errors import (
     InvalidSpec,
     RuntimeNotRunning,
 )
-from z8.journal import Journal, TypeRegistry, open_journal
+from z8.journal import ExpiryReport, Hold, Journal, Retention, TypeRegistry, open_journal
 from z8.policies import Gate
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
@@ -67,6 +67,7 @@ class Application:
         queues: Sequence[Queue] = (),
         schedules: Sequence[Schedule] = (),
         gate: Gate | None = None,
+        retention: Sequence[Retention] = (),
     ) -> None:
         self.router = router
         self._journal_arg = journal
@@ -95,6 +96,7 @@ class Application:
         self._queues = list(queues)
         self._schedules = list(schedules)
         self._gate = gate
+        self._retention = _check_retention(retention)
         self._agent_at = {path: agent for agent, path in self._paths.items()}
         self._outbox: Outbox | None = None
         if len({s.id for s in self._schedules}) != len(self._schedules):
@@ -279,7 +281,48 @@ class Application:
         cell = runtime._core.cell(f"{parent}/{identity}") if runtime._core else None  # noqa: SLF001
         if cell is not None and not cell.mailbox.closed and not cell.stopping:
             return cell.ref
+        self.journal.check_not_expired(identity)  # its agent could not be rebuilt: it would crash-loop
         return runtime.spawn(agent, name=identity, under=parent)
+
+    # --- retention ---------------------------------------------------------------------------
+
+    async def hold(self, *, subject: str | None = None, stream: str | None = None, by: str,
+                   reason: str = "") -> Hold:
+        """Place a legal hold on ``subject`` or ``stream`` (journaled in ``$holds``): the stream
+        is never expired, the subject never erased, until :meth:`release_hold`."""
+        return await self.journal.hold(subject=subject, stream=stream, by=by, reason=reason)
+
+    async def release_hold(self, *, subject: str | None = None, stream: str | None = None, by: str,
+                           reason: str = "") -> Hold:
+        """Release a legal hold (journaled); raises ``InvalidArgument`` when none stands."""
+        return await self.journal.release_hold(subject=subject, stream=stream, by=by, reason=reason)
+
+    def holds(self) -> list[Hold]:
+        """The legal holds in force, oldest first."""
+        return self.journal.holds()
+
+    async def expire(self, *, now: int | None = None, by: str, reason: str = "") -> ExpiryReport:
+        """Apply the application's ``retention`` rules at ``now`` (default: the app clock).
+
+        Journaled per stream as ``z8.RecordsExpired`` in ``$retention`` (see
+        :meth:`Journal.expire`). Besides held streams, it keeps (and reports) streams with
+        an effect or timer still open, whose records the outbox will read again; the
+        agents of expired streams are stopped, so a later command meets ``RecordExpired``.
+        """
+        if not self._retention:
+            raise InvalidSpec("this application has no retention rules; pass Application(retention=[...])")
+        outbox = self.outbox
+        spare = {view.stream: f"effect {view.effect_id} is {view.status}" for view in self.pending_effects()}
+        for stream, timer_id in list(outbox._timers):  # noqa: SLF001 - armed timers read their record when due
+            spare.setdefault(stream, f"timer {timer_id!r} is armed")
+        report = await self.journal.expire(*self._retention, now=self._clock() if now is None else now,
+                                           by=by, reason=reason, spare=spare)
+        for act in report.expired:
+            for parent in self._paths.values():
+                cell = self.runtime._core.cell(f"{parent}/{act.stream}")  # noqa: SLF001
+                if cell is not None:
+                    await self.runtime.stop(cell.ref)
+        return report
 
     # --- audit ---------------------------------------------------------------------------
 
@@ -292,3 +335,14 @@ class Application:
         if audit is None or audit.journal is not journal:
             audit = self.__dict__["_audit"] = Audit(journal)
         return audit
+
+
+def _check_retention(rules: Sequence[Retention]) -> list[Retention]:
+    """The application's retention rules: Retention objects, one per category."""
+    rules = list(rules)
+    if not all(isinstance(rule, Retention) for rule in rules):
+        raise InvalidSpec(f"retention= takes z8.Retention(category, keep_days) rules, got {rules!r:.120}")
+    categories = [rule.category for rule in rules]
+    if len(set(categories)) != len(categories):
+        raise InvalidSpec(f"one retention rule per category, got {categories}")
+    return rules
