@@ -259,6 +259,17 @@ async def test_erase_checks_its_arguments_and_the_hold_hook(journal: Journal) ->
     assert journal.decode(journal.read_stream("loan-1")[0]) == applied()
 
 
+async def test_a_legal_hold_on_the_subject_refuses_erasure_until_released(journal: Journal) -> None:
+    await journal.append("loan-1", [applied()])
+    await journal.hold(subject="applicant-1", by="legal", reason="litigation 2024-17")
+    with pytest.raises(errors.LegalHoldActive):
+        await journal.erase("applicant-1", by="dpo")
+    assert journal.read_stream("$vault") == [] and journal.decode(journal.read_stream("loan-1")[0]) == applied()
+    await journal.release_hold(subject="applicant-1", by="legal")
+    await journal.erase("applicant-1", by="dpo")
+    assert journal.decode(journal.read_stream("loan-1")[0]).name is ERASED
+
+
 async def test_a_ciphertext_moved_to_another_subject_does_not_open(journal: Journal) -> None:
     """Moving a sealed value into another subject's record reads as an error (VaultError),
     or as ERASED when that subject is erased: it never reads as the other subject's data."""

@@ -80,8 +80,9 @@ class Journal(RetentionMethods, abc.ABC):
         self._vault: Vault = MemoryVault()
         self._personal = PersonalCodec(self._vault)
         self._encode = functools.partial(self._types.encode, personal=self._personal)
-        self._erase_guard: Callable[[str], None] | None = getattr(self, "check_erasable", None)
-        """Called with the subject before an erasure; raises (``LegalHoldActive``) to refuse it."""
+        self._erase_guard: Callable[[str], None] | None = None
+        """Called with the subject before an erasure; raises (``LegalHoldActive``) to refuse it.
+        None: the journal's own ``check_erasable`` (legal holds), when it has one."""
 
     # --- lifecycle -------------------------------------------------------------------
 
@@ -350,8 +351,9 @@ class Journal(RetentionMethods, abc.ABC):
 
     def _check_erasable(self, subject: str) -> None:
         """Raise (``LegalHoldActive``) when ``subject`` may not be erased now."""
-        if self._erase_guard is not None:
-            self._erase_guard(subject)
+        guard = self._erase_guard or getattr(self, "check_erasable", None)
+        if guard is not None:
+            guard(subject)
 
     async def _persist_keys(self) -> None:
         """Store new subject keys durably before the append that uses them."""
