@@ -130,6 +130,15 @@ async def test_expiring_twice_writes_once(tmp_path: Path) -> None:
         assert journal.head_position() == head and expired_streams(journal) == ["Loan-1", "Loan-2"]
 
 
+async def test_spared_streams_are_kept_and_reported(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "j", types=types()) as journal:
+        mid = await seed(journal)
+        report = await journal.expire(Retention("Loan", 30), now=mid + 30 * DAY, by="ops",
+                                      spare={"Loan-1": "effect Loan-1/3/0 is stuck", "Loan-4": "young anyway"})
+        assert [a.stream for a in report.expired] == ["Loan-2"]
+        assert [(s.stream, s.reason) for s in report.skipped] == [("Loan-1", "effect Loan-1/3/0 is stuck")]
+
+
 async def test_a_named_stream_expires_now_whatever_its_age(tmp_path: Path) -> None:
     with open_journal(tmp_path / "j", types=types()) as journal:
         await seed(journal)
