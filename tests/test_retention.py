@@ -415,3 +415,15 @@ async def test_the_application_checks_its_retention_rules(tmp_path: Path) -> Non
     async with bank_app(tmp_path / "c") as app:  # type: ignore[attr-defined]
         with pytest.raises(InvalidSpec, match="no retention rules"):
             await app.expire(by="ops")
+
+
+async def test_a_held_subject_cannot_be_erased_until_released(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "j", types=types()) as journal:
+        await journal.hold(subject="ada", by="legal", reason="litigation 12")
+        head = journal.head_position()
+        with pytest.raises(errors.LegalHoldActive, match="litigation 12"):
+            await journal.erase("ada", by="dpo")
+        assert journal.head_position() == head and not journal.is_erased("ada")
+        await journal.release_hold(subject="ada", by="legal")
+        await journal.erase("ada", by="dpo")
+        assert journal.is_erased("ada") and journal.verify().ok
