@@ -344,7 +344,9 @@ def _check_records(entries: list[_Entry], events: list[Any], check: RunCheck,
     if len(events) != len(entries):
         return Fault(None, None, f"the summary lists {len(events)} events but the bundle holds {len(entries)} records")
     for entry, event in zip(entries, events):
-        declared = event.get("version") if isinstance(event, dict) else None
+        if not isinstance(event, dict):
+            return Fault(entry.position, None, "the run summary's entry for this record is not an event")
+        declared = event.get("version")
         try:
             record = base64.b64decode(entry.record, validate=True)
         except (binascii.Error, ValueError):
@@ -352,8 +354,7 @@ def _check_records(entries: list[_Entry], events: list[Any], check: RunCheck,
         fault = check.feed(entry.position, record)
         if fault is not None:
             return fault if fault.version is not None else fault._replace(version=declared)
-        sealed = event.get("hash") if isinstance(event, dict) else None
-        if event.get("position") != entry.position or sealed != record[-32:].hex():
+        if event.get("position") != entry.position or event.get("hash") != record[-32:].hex():
             return Fault(entry.position, declared, (
                 "the record is not the one the run summary was sealed with (a record was replaced "
                 "and re-hashed)"))
