@@ -11,6 +11,7 @@ from ._agent import (
     Agent, CallsIssued, ModelStep, RunFinished, RunForked, RunStarted, RunState, RunTimedOut, StrategyAdvanced,
     StrategyChosen, ToolStep, route,
 )
+from ._run import ReplayReport, RunResult, RunStatus, await_run, fork, replay, run_status, runs
 from ._strategies import (
     Ask, ChainOfThought, Done, ExactSearch, GraphOfThought, OneShot, ReAct, RunView, SelfRefine, Step, Strategy,
     TreeOfThought,
@@ -23,5 +24,6 @@ __all__ = ["Message", "ModelRequest", "ModelResponse", "ToolCall", "ToolSpec", "
            # agents and runs (engineer B)
            "Agent", "route", "RunState", "RunStarted", "RunForked", "StrategyChosen", "StrategyAdvanced",
            "CallsIssued", "ModelStep", "ToolStep", "RunFinished", "RunTimedOut",
+           "RunResult", "RunStatus", "ReplayReport", "await_run", "run_status", "runs", "replay", "fork",
            "Strategy", "Ask", "Done", "Step", "RunView", "OneShot", "ChainOfThought", "ReAct", "TreeOfThought",
            "GraphOfThought", "ExactSearch", "SelfRefine"]
