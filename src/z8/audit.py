@@ -20,6 +20,11 @@ its fingerprint, and anchor ``seal.head_hash`` somewhere the journal's host cann
 
 Reasoning convention: a domain event's ``reasoning``, ``rationale``, ``explanation`` or
 ``reason`` field is the run's reasoning (:data:`REASONING_FIELDS`).
+
+Personal data: the bundle's records are the stored ones (personal fields encrypted), but
+its summary and the Markdown show what reads returned at export: a subject erased by
+then shows as ``[erased]``, one erased later is still in clear in a bundle exported
+before. Erasure cannot reach copies already handed out; export with that in mind.
 """
 
 from z8.app._audit import REASONING_FIELDS, Audit
