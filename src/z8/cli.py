@@ -15,6 +15,11 @@
                                     as JSON lines
     z8 shell MODULE:ATTR            start the Runtime named there on a background thread and
                                     open a Python REPL bound to it (tree(), events(stream)…)
+    z8 runs PATH [--status S]       list AI runs (z8.ai) with their status as JSON lines
+    z8 replay PATH RUN_ID --agent MODULE:CLASS
+                                    rebuild an AI run from the journal with that agent's code,
+                                    calling no model and no tool: exit 0 if it matches the record,
+                                    1 if it diverged (the first differing step is printed)
 """
 
 from __future__ import annotations
@@ -63,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="only effects in this status")
     shell = commands.add_parser("shell", help="run an application in the background and open a REPL on it")
     shell.add_argument("target", help="MODULE:ATTR naming a z8.Runtime, or a function that returns one")
+    _ai_commands(commands)
     return parser
 
 
@@ -181,6 +187,62 @@ def _audit(journal: Any, args: argparse.Namespace) -> int:
     return 0 if record.seal.intact else 1
 
 
+# --- z8.ai: runs and replay ---------------------------------------------------------------------
+
+_AI_COMMANDS = ("runs", "replay")
+
+
+def _ai_commands(commands: Any) -> None:
+    runs = commands.add_parser("runs", help="list AI runs with their status as JSON lines")
+    runs.add_argument("path")
+    runs.add_argument("--status", help="only runs in this status (answered, waiting, running, failed…)")
+    replay = commands.add_parser("replay", help="rebuild an AI run from the journal, calling no model and no tool")
+    replay.add_argument("path")
+    replay.add_argument("run_id")
+    replay.add_argument("--agent", required=True, metavar="MODULE:CLASS", help="the run's z8.ai.Agent class")
+
+
+def _ai_agent(target: str) -> Any:
+    from z8.ai import Agent
+
+    module_name, _, attr = target.partition(":")
+    try:
+        found = getattr(importlib.import_module(module_name), attr) if module_name and attr else None
+    except (ImportError, AttributeError) as exc:
+        raise InvalidArgument(f"cannot load {target!r}: {exc}") from exc
+    if not (isinstance(found, type) and issubclass(found, Agent)):
+        raise InvalidArgument(f"--agent names a z8.ai.Agent subclass as MODULE:CLASS, got {target!r}")
+    return found
+
+
+def _ai_main(args: argparse.Namespace) -> int:
+    """``z8 runs`` and ``z8 replay``: read-only, the journal is opened and nothing is appended."""
+    from z8 import ai
+
+    out = sys.stdout.buffer
+    try:
+        agent = _ai_agent(args.agent) if args.command == "replay" else None
+        with open_journal(args.path) as journal:
+            if args.command == "runs":
+                for status in ai.runs(journal):
+                    if args.status is None or status.status == args.status:
+                        out.write(_json.encode(status) + b"\n")
+                out.flush()
+                return 0
+            report = ai.replay(journal, args.run_id, agent, strict=False)
+    except Z8Error as exc:
+        print(f"z8: {exc}", file=sys.stderr)
+        return 2
+    if report.matched:
+        print(f"run {report.run_id!r} replayed: {report.decisions} decisions, {report.events} events, "
+              f"{report.steps} steps rebuilt ({report.model_calls} model and {report.tool_calls} tool calls read "
+              f"from the journal, none made); status {report.status}; final state digest {report.state_digest} "
+              "matches the record")
+        return 0
+    print(report.divergence)
+    return 1
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``z8`` command; returns the process exit status."""
     args = _parser().parse_args(argv)
@@ -192,6 +254,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "verify" and (args.bundle is not None or args.path is None):
         return _verify_bundle(args.bundle, args.key, args.path)
+    if args.command in _AI_COMMANDS:
+        return _ai_main(args)
     try:
         with open_journal(args.path) as journal:
             if args.command == "verify":

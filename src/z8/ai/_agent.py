@@ -310,17 +310,18 @@ _EVOLVE: dict[type, Any] = {
 class _Turn:
     """One decision being built: events folded as they are emitted, effects, timers."""
 
-    __slots__ = ("state", "ctx", "events", "effects", "timers")
+    __slots__ = ("state", "ctx", "evolve", "events", "effects", "timers")
 
-    def __init__(self, state: RunState, ctx: CommandContext) -> None:
+    def __init__(self, state: RunState, ctx: CommandContext, evolve: Any) -> None:
         self.state = state
         self.ctx = ctx
+        self.evolve = evolve
         self.events: list[Any] = []
         self.effects: list[Call] = []
         self.timers: list[Any] = []
 
     def emit(self, event: RunEvent) -> None:
-        self.state = _EVOLVE[type(event)](self.state, event)
+        self.state = self.evolve(self.state, event)  # the agent's evolve: a subclass's own folds too
         self.events.append(event)
 
     def call(self, effect: Any, request: Any) -> str:
@@ -419,7 +420,7 @@ class Agent(_Agent):
             return reject("run_exists", run_id=state.run_id)
         if not isinstance(cmd.query, str) or not cmd.query.strip():
             return reject("empty_query")
-        turn = _Turn(state, ctx)
+        turn = _Turn(state, ctx, self.evolve)
         configured = self.strategy if isinstance(self.strategy, str) else self.strategy.name
         configured = configured if configured == "auto" or not isinstance(self.strategy, str) \
             else strategy_named(configured).name
@@ -434,7 +435,7 @@ class Agent(_Agent):
     def _fork(self, state: RunState, cmd: Any, ctx: CommandContext) -> Any:
         if state.status != "new":
             return reject("run_exists", run_id=state.run_id)
-        turn = _Turn(state, ctx)
+        turn = _Turn(state, ctx, self.evolve)
         turn.emit(RunForked(cmd.run_id, cmd.source, cmd.at_step, dict(cmd.overrides), len(cmd.history)))
         for event in cmd.history:
             if type(event) not in _EVOLVE:
@@ -461,7 +462,7 @@ class Agent(_Agent):
     def _timed_out(self, state: RunState, ctx: CommandContext) -> Any:
         if state.status == "new" or state.finished:
             return Decision()
-        turn = _Turn(state, ctx)
+        turn = _Turn(state, ctx, self.evolve)
         timeout = self._setting(state, "timeout")
         self._finish(turn, "timeout", self._partial(state),
                      f"the run's timeout of {timeout:g} s passed with {len(state.pending)} call(s) pending")
@@ -471,7 +472,7 @@ class Agent(_Agent):
         issued = state.pending.get(outcome.effect_id)
         if issued is None or state.finished:
             return Decision()  # not awaited (any more): a late outcome after the run ended
-        turn = _Turn(state, ctx)
+        turn = _Turn(state, ctx, self.evolve)
         if issued.kind == "model":
             self._on_model(turn, issued, outcome)
         else:

@@ -241,6 +241,7 @@ def _recorded(journal: Journal, envelopes: list[Any], agent: type[Agent]) -> lis
     current: _Recorded | None = None
     timers: dict[str, TimerSet] = {}
     previous: Any = None
+    copying = 0
     for envelope in envelopes:
         item = _decode(journal, envelope)
         kind = type(item)
@@ -262,10 +263,11 @@ def _recorded(journal: Journal, envelopes: list[Any], agent: type[Agent]) -> lis
         elif envelope.type in RECORD_TYPES:
             current = None  # a record written alone (a retry, an approval): no decision
         else:
-            if kind in (RunStarted, RunForked) or current is None:
+            if current is None or kind is RunForked or (kind is RunStarted and copying == 0):
                 current = _Recorded(None, envelope.version - 1, "the run's command")
                 decisions.append(current)
             current.events.append(item)
+            copying = item.copied if kind is RunForked else max(0, copying - 1)  # a fork's history is its command's
         previous = item
     for decision in decisions:
         if decision.message is None and decision.events:
@@ -359,7 +361,7 @@ class _Replayer:
                 detail = _difference(was, now_)
                 return self._diverged(self._step(was if was is not None else now_), where,
                                       f"event {index + 1}: {detail}")
-            if not self._fold(now_, where):
+            if not self._fold(now_, was, where):
                 return False
         report.events += len(events)
         problem = self._calls(recorded, effects, ctx) or self._timers(recorded, timers)
@@ -369,13 +371,14 @@ class _Replayer:
             self.armed.discard(recorded.message.timer_id)
         return True
 
-    def _fold(self, event: Any, where: str) -> bool:
+    def _fold(self, event: Any, recorded: Any, where: str) -> bool:
+        """Fold ``event`` (today's, equal to the ``recorded`` one but for a final digest)."""
         if type(event) is RunFinished:
-            self.report.recorded_digest = event.state_digest
+            self.report.recorded_digest = recorded.state_digest
             self.report.state_digest = state_digest(self.state)
-            if event.state_digest != self.report.state_digest:
+            if recorded.state_digest != self.report.state_digest:
                 return self._diverged(len(self.state.steps), where,
-                                      f"the final state differs: recorded digest {event.state_digest}, "
+                                      f"the final state differs: recorded digest {recorded.state_digest}, "
                                       f"rebuilt {self.report.state_digest}")
         try:
             self.state = self.agent.evolve(self.state, event)
@@ -394,11 +397,12 @@ class _Replayer:
             name = call.effect if isinstance(call.effect, str) else call.effect.name
             if intent is None:
                 return f"today's code calls {name} #{index}, which the record does not"
-            request = _plain(call.request)
-            if (intent.effect, intent.effect_id) != (name, ctx.effect_id(index)) or _plain(intent.request) != request:
-                return (f"call #{index}: recorded {intent.effect} {intent.effect_id} with "
-                        f"{_short(intent.request)}; today's code calls {name} {ctx.effect_id(index)} with "
-                        f"{_short(request)}")
+            request, was = _plain(call.request), _plain(intent.request)
+            if (intent.effect, intent.effect_id) != (name, ctx.effect_id(index)):
+                return (f"call #{index}: recorded {intent.effect} {intent.effect_id}; today's code calls {name} "
+                        f"{ctx.effect_id(index)}")
+            if was != request:
+                return f"call #{index} ({name} {intent.effect_id}): the request differs in {_fields(was, request)}"
         return ""
 
     def _timers(self, recorded: _Recorded, timers: list[Any]) -> str:
@@ -454,10 +458,15 @@ def _difference(was: Any, now: Any) -> str:
         return f"the record has {type(was).__name__}; today's code stops before it"
     if type(was) is not type(now):
         return f"recorded {type(was).__name__}, today's code produces {type(now).__name__}"
-    a, b = _plain(was), _plain(now)
-    fields = [f"{key}: recorded {_short(a.get(key))}, now {_short(b.get(key))}"
-              for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key)]
-    return f"{type(was).__name__} differs in " + "; ".join(fields)
+    return f"{type(was).__name__} differs in {_fields(_plain(was), _plain(now))}"
+
+
+def _fields(a: Any, b: Any) -> str:
+    """The fields two plain values differ in, with both values (shortened)."""
+    if not (isinstance(a, dict) and isinstance(b, dict)):
+        return f"value: recorded {_short(a)}, now {_short(b)}"
+    return "; ".join(f"{key}: recorded {_short(a.get(key))}, now {_short(b.get(key))}"
+                     for key in dict.fromkeys([*a, *b]) if a.get(key) != b.get(key))
 
 
 def _short(value: Any) -> str:
