@@ -8,6 +8,7 @@ step and continues live with a new prompt.
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,22 @@ async def test_cli_replay_and_runs(recorded: Path, capsys: pytest.CaptureFixture
 def test_the_model_effect_intents_hold_the_requests_replay_compares() -> None:
     # the contract replay relies on: a model call's request is journaled whole in its intent
     assert EffectIntended.__struct_fields__[:4] == ("effect_id", "effect", "kind", "request")
+
+
+# --- golden runs ----------------------------------------------------------------------------------
+
+
+def test_golden_ai_runs_still_replay_with_todays_code(tmp_path: Path) -> None:
+    """Runs recorded by an earlier z8 (tests/golden/ai-run-v1, made by make_ai_run_v1.py)
+    rebuild step for step: a change to what agents ask, or to how runs fold, fails here."""
+    from _ai_golden import FORK, RUNS, GoldenTriage
+
+    shutil.copytree(Path(__file__).parent / "golden" / "ai-run-v1", tmp_path / "golden")
+    with z8.open_journal(tmp_path / "golden") as journal:
+        assert journal.verify().ok
+        for agent, run_id, _ in [*RUNS, (GoldenTriage, FORK[2], "")]:
+            report = z8.ai.replay(journal, run_id, agent)
+            assert report.matched and report.status == "answered", run_id
+        assert {r.run_id: r.strategy for r in z8.ai.runs(journal)} == {
+            "exact": "exact", "got": "got", "react": "react", "react-terse": "react", "refine": "refine",
+            "tot": "tot"}

@@ -448,11 +448,12 @@ class Agent(_Agent):
         if timeout:
             turn.timers.append(Timer(RunTimedOut(cmd.run_id), after=timeout, id=TIMEOUT_TIMER))
         wanted = cmd.overrides.get("strategy")
-        if wanted is not None and wanted != s.strategy:
+        name = None if wanted is None or wanted == "auto" else strategy_named(wanted).name
+        if wanted is not None and (name or wanted) != s.strategy:
             if s.pending:
                 turn.emit(CallsIssued([], list(s.pending)))
-            name = wanted if wanted == "auto" else strategy_named(wanted).name
-            self._choose(turn, name, f"fork of run {cmd.source} at step {cmd.at_step} with strategy={wanted}", "fork")
+            self._choose(turn, name or wanted, f"fork of run {cmd.source} at step {cmd.at_step} with strategy={wanted}",
+                         "fork")
         elif s.pending:
             self._reissue(turn, list(s.pending.values()))
         else:
@@ -612,9 +613,14 @@ class Agent(_Agent):
             if old.kind == "tool":
                 call = _tool_call(s, old.node)
                 tool = self._z8_tools.get(old.purpose)
-                args, _ = tool.parse(call.arguments) if tool is not None and call is not None else (None, None)
-                if args is not None:
+                args, error = tool.parse(call.arguments) if tool is not None and call is not None \
+                    else (None, f"tool {old.purpose!r} is not available to this agent")
+                if error is None:
                     fresh.append(Issued(turn.call(tool.effect, args), "tool", old.purpose, old.node))
+                else:  # every tool call gets its answer, or the model's conversation is broken
+                    turn.emit(ToolStep(len(turn.state.steps) + 1, old.node, old.purpose,
+                                       call.arguments if call is not None else "", error=error,
+                                       effect_id=old.effect_id))
                 continue
             if old.purpose == "classify":
                 ask: Ask | None = classify_ask(view)
@@ -624,7 +630,7 @@ class Agent(_Agent):
             if ask is not None:
                 fresh.append(Issued(turn.call(self.model_effect, self._request(s, ask)), "model", old.purpose,
                                     old.node, old.index, old.tools, again))
-        turn.emit(CallsIssued(fresh, [c.effect_id for c in calls if c.effect_id in s.pending]))
+        turn.emit(CallsIssued(fresh, [c.effect_id for c in calls if c.effect_id in turn.state.pending]))
         if not turn.state.pending:
             self._advance(turn)
 
