@@ -305,3 +305,50 @@ async def test_runs_lists_every_run_with_its_status(tmp_path: Path) -> None:
         listed = z8.ai.runs(app)
     assert [(r.run_id, r.agent, r.status, r.strategy, r.answer, r.steps) for r in listed] == [
         ("a", "Router", "answered", "one_shot", "Paris", 2), ("b", "Router", "failed", "one_shot", "", 2)]
+
+
+# --- a crash mid-run --------------------------------------------------------------------------------
+
+
+async def test_runs_killed_mid_flight_resume_and_no_journaled_step_is_sent_again(tmp_path: Path) -> None:
+    """SIGKILL a process running AI runs against a real OpenAI-compatible server; a new
+    process finishes them, and the server never sees again a request whose answer was
+    journaled (a request in flight at the kill may be sent again, with the same key)."""
+    import signal
+    import subprocess
+    import sys
+
+    from _ai_golden import GoldenTriage
+    from _llm_server import LLMServer
+
+    path, runs = tmp_path / "journal", 6
+    with LLMServer.in_thread(latency=0.05, steps=4) as server:  # three tool calls, then the answer
+        worker = subprocess.Popen([sys.executable, str(Path(__file__).parent / "_procs" / "ai_run_worker.py"),
+                                   str(path), server.openai_url, str(runs)], stdout=subprocess.PIPE, text=True)
+        try:
+            assert worker.stdout is not None and worker.stdout.readline().strip() == "STARTED"
+            with z8.open_journal(path) as journal:
+                def model_steps() -> int:
+                    return sum(1 for e in journal.read_all() if e.type == "z8.ai.ModelStep")
+                await until(lambda: model_steps() >= runs, timeout=20)  # about one step each: mid-run
+        finally:
+            worker.send_signal(signal.SIGKILL)
+            worker.wait()
+        with z8.open_journal(path) as journal:
+            z8.ai.runs(journal)  # registers the run types
+            journaled = {journal.decode(e).effect_id for e in journal.read_all()
+                         if e.type == "z8.EffectSucceeded" and journal.decode(e).effect == "z8.model"}
+            assert not any(e.type == "z8.ai.RunFinished" for e in journal.read_all())
+        assert journaled
+        models = z8.ai.Models({"fast": "local:model"},
+                              providers={"local": z8.ai.OpenAIProvider(server.openai_url, "key")})
+        async with z8.Application(z8.ai.route(z8.Router(), GoldenTriage), path, effects=[models.effect]) as app:
+            results = [await z8.ai.await_run(app, f"c{n}", timeout=30) for n in range(runs)]
+            reports = [z8.ai.replay(app, f"c{n}", GoldenTriage) for n in range(runs)]
+        await models.aclose()
+        by_key = dict(server.by_key)
+    assert [(r.status, r.steps) for r in results] == [("answered", 7)] * runs  # 4 model + 3 tool steps
+    assert all(r.matched and r.model_calls == 4 for r in reports)
+    assert len(by_key) == 4 * runs  # one idempotency key per model step
+    resent = {key for key, count in by_key.items() if count > 1}
+    assert not resent & journaled and all(count <= 2 for count in by_key.values())
