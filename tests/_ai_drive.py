@@ -62,7 +62,7 @@ class Trace:
 
 
 def _finished_type() -> type:
-    from z8.ai._agent import RunFinished
+    from z8.ai._events import RunFinished
 
     return RunFinished
 

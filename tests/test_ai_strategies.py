@@ -10,7 +10,7 @@ from _ai_drive import by_purpose, drive, last_user, script
 
 import z8.ai
 from z8.ai import ModelResponse, ToolCall, Usage
-from z8.ai._agent import (
+from z8.ai._events import (
     CallsIssued,
     Issued,
     ModelStep,
@@ -165,7 +165,7 @@ def test_one_shot_answers_with_the_text() -> None:
                              "run-r1/1/0")
     assert (finished.status, finished.answer, finished.steps) == ("answered", "It is a duplicate.", 1)
     assert finished.usage == Usage(10, 5, 15) and finished.strategy == "one_shot"
-    assert finished.state_digest == z8.ai._agent.state_digest(given(Triage, *history, step).state)
+    assert finished.state_digest == z8.ai._events.state_digest(given(Triage, *history, step).state)
     assert outcome.state.status == "answered" and outcome.state.pending == {}
 
 

@@ -7,9 +7,10 @@ from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec,
 from ._models import MODEL_CAPABILITY, MODEL_EFFECT, Models, ModelSpec, digest_messages
 from ._providers import AnthropicProvider, OpenAIProvider, Provider, ScriptedProvider
 from ._tools import Tool, tool
-from ._agent import (
-    Agent, CallsIssued, ModelStep, RunFinished, RunForked, RunStarted, RunState, RunTimedOut, StrategyAdvanced,
-    StrategyChosen, ToolStep, route,
+from ._agent import Agent, route
+from ._events import (
+    CallsIssued, ModelStep, RunFinished, RunForked, RunStarted, RunState, RunTimedOut, StrategyAdvanced,
+    StrategyChosen, ToolStep,
 )
 from ._run import ReplayReport, RunResult, RunStatus, await_run, fork, replay, run_status, runs
 from ._strategies import (

@@ -37,11 +37,11 @@ from z8.errors import InvalidArgument, ReplayDiverged, RunNotFound
 from z8.ids import uuid7
 from z8.journal import Journal
 
-from ._agent import (
-    _EVOLVE,
+from ._agent import Agent
+from ._events import (
     EVENT_TYPES,
+    EVOLVE,
     RUN_PREFIX,
-    Agent,
     ModelStep,
     RunFinished,
     RunForked,
@@ -202,7 +202,7 @@ def run_status(source: Any, run_id: str) -> RunStatus:
         if envelope.type in RECORD_TYPES:
             ledger.apply(item)
         else:
-            fold = _EVOLVE.get(type(item))
+            fold = EVOLVE.get(type(item))
             state = fold(state, item) if fold is not None else state
     approvals = [eid for eid, pending in ledger.effects.items() if pending.status == "parked" and eid in state.pending]
     return RunStatus(state.run_id or run_id, state.agent, state.status, state.query, state.strategy, len(state.steps),
