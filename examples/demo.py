@@ -1,13 +1,17 @@
-"""The z8 demo: money that moves once, trips that undo themselves, a fleet that survives a kill.
+"""The z8 demo: money that moves once, loans a policy guards, trips that undo themselves, a fleet that survives a kill.
 
     python examples/demo.py [--dir DIR] [--accounts N] [--operations N]
 
 1. ``treasury.py`` — a treasury day against a real HTTP bank on 127.0.0.1: balances read,
    a sweep plan decided once, wires keyed by the decision, an acknowledgement lost on
    purpose and resolved by a status query with the same key, the ledger posted once.
-2. ``travel.py`` — a saga books an outbound flight, a hotel and a return; the return
+2. ``lending.py`` — a loan agent decides by explicit criteria under a TOML policy: a
+   large disbursement waits for a named credit officer, a sanctioned country is denied,
+   the approved loan's sealed run record is printed, exported and verified offline, and
+   a declined applicant's personal data is erased with the chain still valid.
+3. ``travel.py`` — a saga books an outbound flight, a hotel and a return; the return
    fails, and the hotel then the outbound are cancelled, most recent first.
-3. ``fleet.py`` — 100,000 account agents, a worker SIGKILLed half-way, an exact recovery.
+4. ``fleet.py`` — 100,000 account agents, a worker SIGKILLed half-way, an exact recovery.
 
 Each part runs as its own process, on its own journal under ``--dir``.
 """
@@ -33,6 +37,7 @@ def main() -> int:
     root = args.dir or Path(tempfile.mkdtemp(prefix="z8-demo-"))
     parts = [
         ("treasury", []),
+        ("lending", []),
         ("travel", []),
         ("fleet", ["--accounts", str(args.accounts), "--operations", str(args.operations)]),
     ]
