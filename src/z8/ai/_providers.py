@@ -88,7 +88,9 @@ class HTTPProvider:
     after a 429 or 5xx answer (so at most ``max_retries + 1`` requests); each waits what
     ``Retry-After`` asks, or ``backoff * 2**n`` seconds without it. A wait longer than
     ``max_wait`` is not waited: the call fails with ``ProviderError`` at once.
-    ``max_connections`` sizes the client's pool (connections are kept alive and reused).
+    ``max_connections`` sizes the client's pool (connections are kept alive and reused)
+    and bounds the requests in flight: the others wait their turn outside the client,
+    whose pool gets slow when thousands of requests queue inside it.
     """
 
     name = "http"
@@ -122,6 +124,7 @@ class HTTPProvider:
         self._client = client
         self._owns_client = client is None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._slots: asyncio.Semaphore | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
@@ -135,8 +138,17 @@ class HTTPProvider:
                                   max_keepalive_connections=self.max_connections)
             self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits,
                                              transport=self._transport)
+        if self._loop is not loop:
+            self._slots = asyncio.Semaphore(self.max_connections)
             self._loop = loop
         return self._client
+
+    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+        """One HTTP attempt, in one of the ``max_connections`` slots."""
+        client = self._http()
+        assert self._slots is not None
+        async with self._slots:
+            return await client.post(url, content=body, headers=headers)
 
     async def aclose(self) -> None:
         """Close the client this provider opened (a client passed in is the caller's)."""
@@ -154,7 +166,7 @@ class HTTPProvider:
             headers["idempotency-key"] = key
         url = f"{self.base_url}{self.path}"
         for attempt in range(self.max_retries + 1):
-            response = await self._http().post(url, content=body, headers=headers)
+            response = await self._send(url, body, headers)
             status = response.status_code
             if status < 300:
                 return response
