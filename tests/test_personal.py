@@ -89,7 +89,7 @@ SECRETS = {
     "nick": "Quasimodo-Fernsby",
     "note": "divorced-in-Albuquerque",
 }
-INCOME = 8_765_431  # msgpack stores it as these 4 big-endian bytes
+INCOME = 98_765_432_109  # msgpack stores it as 9 bytes (0xcf, 8-byte big-endian)
 
 
 def applied(subject: str = "applicant-1") -> Applied:
@@ -102,7 +102,7 @@ def applied(subject: str = "applicant-1") -> Applied:
 
 
 def needles() -> list[bytes]:
-    return [s.encode() for s in SECRETS.values()] + [INCOME.to_bytes(4, "big")]
+    return [s.encode() for s in SECRETS.values()] + [msgspec.msgpack.encode(INCOME)]
 
 
 def file_bytes(directory: Path) -> Iterator[tuple[Path, bytes]]:
@@ -477,3 +477,247 @@ async def test_keys_are_durable_before_the_append_and_shared_after_reopen(tmp_pa
         await journal.append("loan-1", [applied()])  # reuses the stored key
         assert vault_keys(journal, "applicant-1") == kid
         assert [journal.decode(e) for e in journal.read_stream("loan-1")] == [applied(), applied()]
+
+
+# --- agents, effects, timers, snapshots through an Application ---------------------------------
+
+
+class Apply(msgspec.Struct, frozen=True, tag=True):
+    loan_id: str
+    applicant: str
+    name: str
+    income: int
+    amount: int
+
+
+class Approve(msgspec.Struct, frozen=True, tag=True):
+    loan_id: str
+
+
+class Rename(msgspec.Struct, frozen=True, tag=True):
+    loan_id: str
+    name: str
+
+
+class GetLoan(msgspec.Struct, frozen=True, tag=True):
+    loan_id: str
+
+
+class LoanApplied(msgspec.Struct, frozen=True, tag=True):
+    applicant: z8.Subject
+    name: z8.Personal[str]
+    income: z8.Personal[int]
+    amount: int
+
+
+class CreditChecked(msgspec.Struct, frozen=True, tag=True):
+    applicant: z8.Subject
+    score: z8.Personal[int]
+    remark: z8.Personal[str]
+
+
+class Remind(msgspec.Struct, frozen=True, tag=True):
+    """A timer's message with personal data."""
+
+    applicant: z8.Subject
+    note: z8.Personal[str]
+
+
+class Reminded(msgspec.Struct, frozen=True, tag=True):
+    applicant: z8.Subject
+    note: z8.Personal[str]
+
+
+class Approved(msgspec.Struct, frozen=True, tag=True):
+    applicant: z8.Subject
+
+
+class Renamed(msgspec.Struct, frozen=True, tag=True):
+    applicant: z8.Subject
+    name: z8.Personal[str]
+
+
+class LoanState(msgspec.Struct, frozen=True):
+    applicant: z8.Subject = ""
+    name: z8.Personal[str] = ""
+    income: z8.Personal[int] = 0
+    score: z8.Personal[int] = 0
+    remark: z8.Personal[str] = ""
+    greeting: z8.Personal[str] = ""
+    amount: int = 0
+    status: str = "new"
+    events: int = 0
+
+
+class CreditRequest(msgspec.Struct, frozen=True):
+    applicant: z8.Subject
+    name: z8.Personal[str]
+    income: z8.Personal[int]
+
+
+class CreditReport(msgspec.Struct, frozen=True):
+    applicant: z8.Subject
+    score: z8.Personal[int]
+    remark: z8.Personal[str]
+
+
+LOAN = {"name": "Philomena Cattermole-Xu", "remark": "missed-payments-at-Grubbs-Bank",
+        "note": "phone-Philomena-before-noon", "greeting": "Dear Ms Cattermole-Xu"}
+LOAN_INCOME, LOAN_SCORE = 98_765_432_101, 77_777_777_777  # stored as 8-byte ints
+seen_requests: list[Any] = []
+
+
+async def _credit_check(request: CreditRequest, ctx: Any) -> CreditReport:
+    seen_requests.append(request)
+    return CreditReport(request.applicant, LOAN_SCORE, LOAN["remark"])
+
+
+credit_check = z8.effect(_credit_check, name="credit_check", kind="read")
+
+
+def loan_needles() -> list[bytes]:
+    return [v.encode() for v in LOAN.values()] + [msgspec.msgpack.encode(LOAN_INCOME),
+                                                  msgspec.msgpack.encode(LOAN_SCORE)]
+
+
+class Loan(z8.Agent):
+    """Folds personal data into its state; ``evolve`` tolerates z8.ERASED."""
+
+    State = LoanState
+    snapshot_every = 2
+    agent_effects = (credit_check,)
+
+    def decide(self, state: LoanState, msg: Any, ctx: Any) -> Any:
+        match msg:
+            case Apply(applicant=who, name=name, income=income, amount=amount):
+                return z8.Decision(
+                    [LoanApplied(who, name, income, amount)], reply="applied",
+                    effects=[z8.Call(credit_check, CreditRequest(who, name, income))],
+                    timers=[z8.Timer(Remind(who, LOAN["note"]), after=0.01)],
+                )
+            case z8.effects.EffectSucceeded(result=CreditReport() as report):
+                return z8.Decision([CreditChecked(report.applicant, report.score, report.remark)])
+            case Remind(applicant=who, note=note):
+                return z8.Decision([Reminded(who, note)])
+            case Approve():
+                return z8.Decision([Approved(state.applicant)], reply="approved")
+            case Rename(name=name):
+                return z8.Decision([Renamed(state.applicant, name)])
+            case GetLoan():
+                return z8.Decision(reply=state)
+        return z8.reject("unknown", type=type(msg).__name__)
+
+    def evolve(self, state: LoanState, event: Any) -> LoanState:
+        count = state.events + 1
+        match event:
+            case LoanApplied(applicant=who, name=name, income=income, amount=amount):
+                # personal values may be z8.ERASED here: use them as values, never as str/int
+                greeting = z8.ERASED if name is z8.ERASED else f"Dear Ms {name.split()[-1]}"
+                return LoanState(who, name, income, amount=amount, greeting=greeting, status="applied",
+                                 events=count)
+            case CreditChecked(score=score, remark=remark):
+                return msgspec.structs.replace(state, score=score, remark=remark, status="checked", events=count)
+            case Approved():
+                return msgspec.structs.replace(state, status="approved", events=count)
+            case Renamed(name=name):
+                return msgspec.structs.replace(state, name=name, events=count)
+        return msgspec.structs.replace(state, events=count)
+
+
+def loan_types() -> TypeRegistry:
+    return TypeRegistry([LoanApplied, CreditChecked, Remind, Reminded, Approved, Renamed])
+
+
+def loan_app(path: Path) -> z8.Application:
+    router = z8.Router().identify(Loan, by="loan_id", prefix="loan-").dispatch(
+        Apply, Approve, Rename, GetLoan, to=Loan)
+    return z8.Application(router, path, types=loan_types(), durability="fast")
+
+
+async def _until(predicate: Any, what: str) -> Any:
+    import asyncio
+
+    for _ in range(1000):
+        if value := predicate():
+            return value
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def _events(app: z8.Application, stream: str) -> list[Any]:
+    return [app.journal.decode(e) for e in app.journal.read_stream(stream)]
+
+
+async def test_an_agent_with_personal_events_state_effects_and_timers_survives_erasure(tmp_path: Path) -> None:
+    path = tmp_path / "j"
+    seen_requests.clear()
+    applied_state = LoanState("appl-7", LOAN["name"], LOAN_INCOME, LOAN_SCORE, LOAN["remark"], LOAN["greeting"],
+                              100, "checked", 0)
+    async with loan_app(path) as app:
+        assert await app.dispatch(Apply("L1", "appl-7", LOAN["name"], LOAN_INCOME, 100)) == "applied"
+        await _until(lambda: any(type(e) is Reminded for e in _events(app, "loan-L1")), "the timer")
+        await _until(lambda: any(type(e) is CreditChecked for e in _events(app, "loan-L1")), "the credit check")
+        assert seen_requests == [CreditRequest("appl-7", LOAN["name"], LOAN_INCOME)]  # the effect saw plaintext
+        state = await app.dispatch(GetLoan("L1"))
+        assert msgspec.structs.replace(state, events=0) == applied_state
+        await _until(lambda: app.journal.load_snapshot("loan-L1"), "a snapshot")
+        keys = vault_keys(app.journal, "appl-7")
+    # only ciphertext was written: events, snapshots, the effect's request and result, the timer's message
+    assert found_in_files(path, loan_needles()) == []
+    async with loan_app(path) as app:  # rehydrates (snapshot + events) with the plaintext back
+        state = await app.dispatch(GetLoan("L1"))
+        assert msgspec.structs.replace(state, events=0) == applied_state
+        act = await app.erase("appl-7", by="dpo@bank", reason="request 42")
+        assert act.stream == "$vault"
+        # the agent that held the plaintext was stopped: it re-activates from the journal
+        after = await app.dispatch(GetLoan("L1"))
+        assert (after.name, after.income, after.score, after.remark, after.greeting) == (ERASED,) * 5
+        assert (after.applicant, after.amount, after.status) == ("appl-7", 100, "checked")
+        assert await app.dispatch(Approve("L1")) == "approved"  # and it still decides
+        with pytest.raises(errors.SubjectErased):  # new personal data for the subject is refused, nothing written
+            await app.dispatch(Rename("L1", "Someone Else"))
+        assert (await app.dispatch(GetLoan("L1"))).status == "approved"
+        # every copy reads as erased: events, the effect's records, the timer's message
+        journal = app.journal
+        by_type = {type(e).__name__: e for e in _events(app, "loan-L1")}
+        assert by_type["LoanApplied"] == LoanApplied("appl-7", ERASED, ERASED, 100)
+        assert by_type["CreditChecked"] == CreditChecked("appl-7", ERASED, ERASED)
+        assert by_type["Reminded"] == Reminded("appl-7", ERASED)
+        intent = by_type["EffectIntended"]
+        assert credit_check.decode_request(intent.request, journal.personal) == CreditRequest("appl-7", ERASED, ERASED)
+        succeeded = by_type["EffectSucceeded"]
+        assert credit_check.decode_result(succeeded.result, journal.personal) == CreditReport("appl-7", ERASED, ERASED)
+        timer = by_type["TimerSet"]
+        assert journal.types.decode(timer.message_type, timer.message_schema, timer.message,
+                                    journal.personal) == Remind("appl-7", ERASED)
+        assert journal.verify().ok
+    assert found_in_files(path, loan_needles() + keys) == []
+    async with loan_app(path) as app:  # a restart after erasure: still erased, still folds
+        after = await app.dispatch(GetLoan("L1"))
+        assert after.name is ERASED and after.status == "approved"
+        assert app.journal.verify().ok
+
+
+async def test_an_effect_whose_types_hold_personal_data_must_name_a_subject() -> None:
+    async def leaky(request: NoSubject, ctx: Any) -> None:
+        return None
+
+    with pytest.raises(errors.VaultError, match="NoSubject has z8.Personal fields"):
+        z8.effect(leaky)
+    with pytest.raises(errors.VaultError, match="journal's codec"):
+        credit_check.encode_request(CreditRequest("a", "b", 1))  # never plaintext, even by mistake
+
+
+async def test_an_agent_state_with_personal_fields_and_no_subject_is_refused(tmp_path: Path) -> None:
+    class Anonymous(msgspec.Struct):
+        secret: z8.Personal[str] = ""
+
+    class Careless(Loan):
+        State = Anonymous
+
+    router = z8.Router().identify(Careless, by="loan_id", prefix="c-").dispatch(GetLoan, to=Careless)
+    async with z8.Application(router, tmp_path / "j", types=loan_types(), durability="fast") as app:
+        with pytest.raises(errors.ActorDied) as died:  # it cannot start: its state could not be stored
+            await app.dispatch(GetLoan("1"))
+        assert isinstance(died.value.__cause__, errors.VaultError)
+        assert "Careless.State has z8.Personal fields but no z8.Subject" in str(died.value.__cause__)

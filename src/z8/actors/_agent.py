@@ -23,6 +23,7 @@ from z8.errors import (
     InvalidDecision,
     Rejected,
     TransitionBlocked,
+    VaultError,
     WrongExpectedVersion,
 )
 from z8.ids import uuid7
@@ -222,6 +223,12 @@ class Agent(Actor):
             try:
                 await self._write(ctx, lead, outcome.events, records, causation or cctx.command_id,
                                   correlation or cctx.command_id, scratch)
+            except VaultError as refused:  # personal data the journal will not record (an erased subject)
+                _discard(core, records)  # nothing was written
+                if lead:  # the runtime's fact (an outcome, a fired timer) is kept even so
+                    await self._write(ctx, lead, [], lead, causation, correlation, self._z8_state)
+                    return True
+                return ReplyError(refused)
             except BaseException:
                 _discard(core, records)  # nothing was written: give back what the gate held
                 raise
@@ -284,7 +291,7 @@ class Agent(Actor):
         if not 0 <= due < 2**63:
             raise InvalidDecision(f"{where}: its due time {due} ns is outside the journal's range (0 to 2**63 - 1)")
         try:
-            name, schema, data = self._z8_journal.types.encode(timer.message)
+            name, schema, data = self._z8_journal.types.encode(timer.message, self._z8_journal.personal)
         except Z8Error as bad:
             raise InvalidDecision(f"{where}: its message cannot be journaled: {bad}") from bad
         timer_id = timer.id if timer.id is not None else f"t{first}.{index}"
@@ -322,7 +329,10 @@ class Agent(Actor):
         self._z8_since_snapshot += written
         if self._z8_since_snapshot >= every:
             self._z8_since_snapshot = 0
-            data = _SNAPSHOT_ENCODER.encode(self._z8_state)
+            try:  # z8.Personal fields sealed, as in events
+                data = self._z8_journal.personal.dumps(self._z8_state)
+            except VaultError:  # personal data of an erased subject (or of none): the events rebuild it
+                return
             ledger = self._z8_ledger
             if ledger.effects or ledger.timers or ledger.done or ledger.saga != "running" or ledger.policy:
                 data = _SNAPSHOT_ENCODER.encode(_AgentSnapshot(msgspec.Raw(data), ledger))
@@ -405,16 +415,17 @@ def _fold_envelope(agent: Agent, journal: Journal, envelope: Any, state: Any, le
 
 def _rehydrate(agent: Agent, journal: Journal, stream: str) -> tuple[Any, Ledger, int, int]:
     """(state, ledger, version, version of the snapshot used — 0 for none)."""
+    journal.personal.check(agent.State, f"{type(agent).__qualname__}.State")  # VaultError for a bad declaration
     state, ledger, base = agent.State(), Ledger(), 0
     snapshot = journal.load_snapshot(stream)
     if snapshot is not None and snapshot.schema == agent.agent_state_schema:
         try:
             stored = msgspec.msgpack.decode(snapshot.data, type=_AgentSnapshot)
-            state = msgspec.msgpack.decode(stored.state, type=agent.State)
+            state = journal.personal.loads(stored.state, agent.State)
             ledger, base = stored.ledger, snapshot.version
         except msgspec.ValidationError:
             try:  # an empty ledger: the State alone
-                state, base = msgspec.msgpack.decode(snapshot.data, type=agent.State), snapshot.version
+                state, base = journal.personal.loads(snapshot.data, agent.State), snapshot.version
             except msgspec.ValidationError:
                 state, ledger, base = agent.State(), Ledger(), 0  # shape changed without a schema bump
     version = base

@@ -22,7 +22,8 @@ from z8.errors import (
     InvalidSpec,
     RuntimeNotRunning,
 )
-from z8.journal import ExpiryReport, Hold, Journal, Retention, TypeRegistry, open_journal
+from z8.journal import Envelope, ExpiryReport, Hold, Journal, Retention, TypeRegistry, open_journal
+from z8.journal._personal import subject_of
 from z8.policies import Gate
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
@@ -335,6 +336,28 @@ class Application:
         if audit is None or audit.journal is not journal:
             audit = self.__dict__["_audit"] = Audit(journal)
         return audit
+
+    # --- personal data -----------------------------------------------------------------
+
+    async def erase(self, subject: str, *, by: str, reason: str = "") -> Envelope:
+        """Erase ``subject``'s personal data (:meth:`Journal.erase`): its keys are destroyed
+        and the act journaled as ``z8.SubjectErased`` in ``$vault`` (returned); from then on
+        every ``z8.Personal`` field of the subject reads as ``z8.ERASED`` — in events,
+        snapshots, effect records and run records — and ``verify()`` still passes. Refused
+        with ``LegalHoldActive`` while a legal hold covers the subject.
+
+        Active agents whose state names the subject (its ``z8.Subject`` field) are stopped,
+        so they drop the plaintext they hold and re-activate from the journal on their next
+        command; their ``evolve`` then sees ``z8.ERASED`` in personal fields.
+        """
+        act = await self.journal.erase(subject, by=by, reason=reason)
+        prefixes = tuple(f"{path}/" for path in self._paths.values())
+        core = self.runtime._core  # noqa: SLF001 - the application's own runtime
+        holding = [cell for path, cell in list(core._cells.items())  # noqa: SLF001
+                   if path.startswith(prefixes) and subject_of(getattr(cell.actor, "_z8_state", None)) == subject]
+        for cell in holding:
+            await self.runtime.stop(cell.ref)
+        return act
 
 
 def _check_retention(rules: Sequence[Retention]) -> list[Retention]:

@@ -21,7 +21,9 @@ from typing import Any, Literal
 import httpx
 import msgspec
 
-from z8.errors import InvalidEffect, InvalidSpec, OutcomeUnknown, PolicyDenied, Retryable
+from z8.errors import InvalidEffect, InvalidSpec, OutcomeUnknown, PolicyDenied, Retryable, VaultError
+from z8.journal import PersonalCodec
+from z8.journal._personal import check_type, has_personal
 from z8.supervision import Backoff
 
 __all__ = ["Effect", "effect", "Retry", "EffectContext", "NOT_FOUND", "Kind", "Queue", "classify"]
@@ -176,6 +178,8 @@ class Effect:
                                        retry=retry, timeout=timeout, idempotent=idempotent,
                                        capability=f"{self.capability}.compensate")
         self.request_type, self.result_type = _signature(fn, label)
+        for tp in (self.request_type, self.result_type):  # z8.Personal fields need a z8.Subject
+            check_type(tp, f"{label}: {getattr(tp, '__qualname__', tp)}")
 
     def __repr__(self) -> str:
         return f"<Effect {self.name} {self.kind}{' idempotent' if self.idempotent else ''}>"
@@ -198,28 +202,41 @@ class Effect:
         """Whether re-running an attempt whose outcome is unknown cannot do harm twice."""
         return self.idempotent or self.kind == "read"
 
-    def encode_request(self, request: Any) -> Any:
-        """The request as journal-ready builtins; raises InvalidEffect for a wrong type."""
+    def encode_request(self, request: Any, personal: PersonalCodec | None = None) -> Any:
+        """The request as journal-ready builtins; raises InvalidEffect for a wrong type.
+
+        ``personal`` (the journal's codec) seals ``z8.Personal`` fields; a request with
+        such fields raises ``VaultError`` without it."""
         expected = self.request_type
         if expected is not Any and isinstance(expected, type) and not isinstance(request, expected):
             raise InvalidEffect(
                 f"effect {self.name!r} takes a {expected.__name__} request, got {type(request).__name__}"
             )
         try:
-            return msgspec.to_builtins(request)
+            return _to_builtins(request, personal, f"effect {self.name!r}: the request")
         except TypeError as error:
             raise InvalidEffect(f"effect {self.name!r}: request cannot be journaled: {error}") from None
 
-    def decode_request(self, raw: Any) -> Any:
-        return raw if self.request_type is Any else msgspec.convert(raw, self.request_type)
+    def decode_request(self, raw: Any, personal: PersonalCodec | None = None) -> Any:
+        """The request from its journaled builtins (``personal`` opens ``z8.Personal``
+        fields; they read as ``z8.ERASED`` once their subject was erased)."""
+        if self.request_type is Any:
+            return raw
+        if personal is not None:
+            return personal.convert(raw, self.request_type)
+        return msgspec.convert(raw, self.request_type)
 
-    def encode_result(self, result: Any) -> Any:
-        return msgspec.to_builtins(result)
+    def encode_result(self, result: Any, personal: PersonalCodec | None = None) -> Any:
+        """The result as journal-ready builtins, ``z8.Personal`` fields sealed by ``personal``."""
+        return _to_builtins(result, personal, f"effect {self.name!r}: the result")
 
-    def decode_result(self, raw: Any) -> Any:
+    def decode_result(self, raw: Any, personal: PersonalCodec | None = None) -> Any:
+        """The result from its journaled builtins (as is if it does not fit the result type)."""
         if self.result_type is Any or raw is None:
             return raw
         try:
+            if personal is not None:
+                return personal.convert(raw, self.result_type)
             return msgspec.convert(raw, self.result_type)
         except msgspec.ValidationError:
             return raw
@@ -241,6 +258,14 @@ class Effect:
         except TimeoutError:
             await asyncio.gather(thread, return_exceptions=True)
             raise
+
+
+def _to_builtins(value: Any, personal: PersonalCodec | None, what: str) -> Any:
+    if personal is not None:
+        return personal.to_builtins(value)
+    if has_personal(value):
+        raise VaultError(f"{what} holds z8.Personal fields: it is journaled only with the journal's codec")
+    return msgspec.to_builtins(value)
 
 
 @functools.lru_cache(maxsize=None)

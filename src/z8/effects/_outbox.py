@@ -286,7 +286,7 @@ class Outbox:
         if not isinstance(call, Call):
             raise InvalidEffect(f"effects are z8.Call(effect, request) values, got {type(call).__name__}")
         eff = self.effect(call.effect)
-        raw = eff.encode_request(call.request)
+        raw = eff.encode_request(call.request, self.journal.personal)
         queue = queue if queue is not None else eff.queue
         if queue is not None:
             self.check_queue(queue)
@@ -558,7 +558,7 @@ class Outbox:
                     self._lane(item).submit(item)
 
     async def _attempts(self, item: _Item, eff: Effect) -> None:
-        request = eff.decode_request(item.intent.request)
+        request = eff.decode_request(item.intent.request, self.journal.personal)
         while not self._closing:
             item.attempts += 1
             if not item.started:
@@ -606,14 +606,14 @@ class Outbox:
                     return
                 await asyncio.sleep(eff.retry.backoff.delay(item.attempts, self._rng))
                 continue
-            await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(result),
+            await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(result, self.journal.personal),
                                                      item.attempts))
             return
 
     async def _resolve(self, item: _Item, eff: Effect, *, after: str) -> bool:
         """Learn the outcome of an attempt that may have taken effect; True: run it (again)."""
         if eff.resolve is not None:
-            request = eff.decode_request(item.intent.request)
+            request = eff.decode_request(item.intent.request, self.journal.personal)
             for attempt in range(1, eff.retry.attempts + 1):
                 ctx = EffectContext(item.effect_id, eff.name, attempt, item.stream)
                 try:
@@ -631,7 +631,7 @@ class Outbox:
                     await self._stuck(item, eff, f"after {after}, resolve found no record of the key; an "
                                                  "irreversible effect without idempotency is not re-fired on its own")
                     return False
-                await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(found),
+                await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(found, self.journal.personal),
                                                          max(item.attempts, 1), resolved=True))
                 return False
             await self._stuck(item, eff, f"after {after}, resolve kept failing ({item.last_error})")
@@ -660,7 +660,7 @@ class Outbox:
         if type(record) is EffectSucceeded:
             eff = self.effects.get(item.intent.effect)
             if eff is not None:
-                message = msgspec.structs.replace(record, result=eff.decode_result(record.result))
+                message = msgspec.structs.replace(record, result=eff.decode_result(record.result, self.journal.personal))
         written = await self._deliver(item, [*lead, record], message)
         observe = getattr(self.gate, "observe", None)
         if written and observe is not None and item.intent.budgets:
@@ -763,7 +763,8 @@ class Outbox:
         due, owner, position = armed
         envelope = self.journal.read_all(position, 1)[0]
         record = self.journal.decode(envelope)
-        message = self.journal.types.decode(record.message_type, record.message_schema, record.message)
+        message = self.journal.types.decode(record.message_type, record.message_schema, record.message,
+                                            self.journal.personal)
         await self._hand(owner, Deliver([TimerFired(timer_id, due)], message, envelope.event_id,
                                         envelope.correlation_id))
 
@@ -837,7 +838,7 @@ class Outbox:
                                    "settle only dead-lettered, stuck, or unknown effects no longer being resolved")
         name = item.intent.effect
         if error is None:
-            record: EffectRecord = EffectSucceeded(effect_id, name, msgspec.to_builtins(result), item.attempts,
+            record: EffectRecord = EffectSucceeded(effect_id, name, self.journal.personal.to_builtins(result), item.attempts,
                                                    settled_by=by)
         else:
             record = EffectFailed(effect_id, name, "Settled", error, item.attempts, settled_by=by)

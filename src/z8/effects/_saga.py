@@ -82,7 +82,7 @@ class Saga(Agent):
     def _undo(self, done: Any, typed: bool = False) -> _Compensation:
         host = self._z8_ctx._cell.core.effects  # noqa: SLF001 - the agent's own runtime
         compensation = host.effect(done.effect).compensation
-        request = done.result if typed else compensation.decode_request(done.result)
+        request = done.result if typed else compensation.decode_request(done.result, host.journal.personal)
         return _Compensation(compensation, request, compensates=done.effect_id)
 
     def _busy(self, exclude: set[str]) -> bool:

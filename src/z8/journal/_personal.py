@@ -47,7 +47,9 @@ from z8.errors import VaultError
 if TYPE_CHECKING:
     from ._vault import Vault
 
-__all__ = ["Personal", "Subject", "ERASED", "PersonalCodec", "SEALED_EXT", "ERASED_EXT", "check_type", "has_personal"]
+__all__ = [
+    "Personal", "Subject", "ERASED", "PersonalCodec", "SEALED_EXT", "ERASED_EXT", "check_type", "has_personal", "subject_of",
+]
 
 SEALED_EXT: Final = 90
 """msgpack extension type of a sealed personal value."""
@@ -421,6 +423,15 @@ def has_personal(value: Any) -> bool:
     return isinstance(value, msgspec.Struct) and plan_of(type(value)) is not None
 
 
+def subject_of(value: Any) -> Any:
+    """The subject a Struct with personal data names in its own ``z8.Subject`` field (None
+    for anything else)."""
+    if not isinstance(value, msgspec.Struct):
+        return None
+    plan = plan_of(type(value))
+    return None if plan is None or plan.subject is None else getattr(value, plan.subject)
+
+
 # --- the codec --------------------------------------------------------------------------
 
 
@@ -439,6 +450,12 @@ class PersonalCodec:
     @property
     def vault(self) -> Vault:
         return self._vault
+
+    @staticmethod
+    def check(tp: Any, what: str | None = None) -> bool:
+        """Whether ``tp`` holds personal data; VaultError when it cannot be stored (see
+        :func:`check_type`)."""
+        return check_type(tp, what)
 
     def dumps(self, value: Any) -> bytes:
         """msgpack bytes of ``value`` (a Struct), its personal fields sealed."""
