@@ -11,12 +11,14 @@ from pathlib import Path
 from typing import Any, Literal
 
 from z8.actors._actor import ActorRef
-from z8.actors._ledger import Deliver, EffectRecord
+from z8.actors._ledger import RECORD_TYPES, Deliver, EffectRecord, Ledger, PolicyMigrated
+from z8.actors._system import register_system_types
 from z8.effects import DEAD, STUCK, UNKNOWN, Effect, EffectView, Outbox, Queue, Schedule, Scheduler
 from z8.errors import (
     ActorDied,
     AgentError,
     EffectNotFound,
+    EffectStateError,
     HandlerStopped,
     InvalidArgument,
     InvalidSpec,
@@ -24,7 +26,7 @@ from z8.errors import (
 )
 from z8.journal import Envelope, ExpiryReport, Hold, Journal, Retention, TypeRegistry, open_journal
 from z8.journal._personal import subject_of
-from z8.policies import Gate
+from z8.policies import BudgetBalance, Gate, Policy, PolicyEngine, load_policy
 from z8.supervision import Runtime, TreeNode, child, supervisor
 
 from ._audit import Audit
@@ -47,8 +49,12 @@ class Application:
 
     Effects: the application runs the outbox (:mod:`z8.effects`) for the effects its
     agents list in ``agent_effects`` and those passed as ``effects`` (jobs); ``queues``
-    declare concurrency and rate limits, ``schedules`` cron jobs, and ``gate`` is the
-    policy enforcement point asked about every effect before it runs. ``clock`` (Unix ns)
+    declare concurrency and rate limits, ``schedules`` cron jobs. ``policy`` (a
+    :class:`z8.policies.Policy` or the path of a TOML policy) is judged before every
+    effect runs: deny by default, verdicts and budgets journaled; it is adopted (journaled
+    in ``$policies``) at start when it differs from the version in force. ``gate`` is the
+    bare enforcement point instead (a function of ``EffectRequest``). ``retention`` lists
+    how long each stream category is kept (see ``expire``). ``clock`` (Unix ns)
     is the runtime clock for ``ctx.now``, timers and delays; tests pass a FakeClock.
     """
 
@@ -68,8 +74,13 @@ class Application:
         queues: Sequence[Queue] = (),
         schedules: Sequence[Schedule] = (),
         gate: Gate | None = None,
+        policy: Policy | str | os.PathLike[str] | None = None,
         retention: Sequence[Retention] = (),
     ) -> None:
+        if policy is not None and gate is not None:
+            raise InvalidSpec("give policy= or gate=, not both (a policy is the application's gate)")
+        if isinstance(policy, (str, os.PathLike)):
+            policy = load_policy(Path(policy))
         self.router = router
         self._journal_arg = journal
         self._types = types
@@ -96,7 +107,8 @@ class Application:
         self._effects = [*effects, *(e for agent in router.agents for e in getattr(agent, "agent_effects", ()))]
         self._queues = list(queues)
         self._schedules = list(schedules)
-        self._gate = gate
+        self._policies = PolicyEngine(policy) if policy is not None else None
+        self._gate = gate if gate is not None else self._policies
         self._retention = _check_retention(retention)
         self._agent_at = {path: agent for agent, path in self._paths.items()}
         self._outbox: Outbox | None = None
@@ -116,6 +128,14 @@ class Application:
         """Open the journal (when given a path) and start the supervision tree."""
         if self._journal is None:
             self._journal = open_journal(Path(self._journal_arg), types=self._types, durability=self._durability)  # type: ignore[arg-type]
+        # --- ai ---
+        for agent in self.router.agents:  # journaled types an agent type declares (z8.ai run events)
+            for type_name, cls in getattr(agent, "agent_types", {}).items():
+                if cls not in self._journal.types:
+                    self._journal.types.register(cls, name=type_name)
+        if self._policies is not None:
+            register_system_types(self._journal.types)
+            await self._policies.start(self._journal)
         self._outbox = Outbox(self._journal, self._send, clock=self._clock, effects=self._effects,
                               queues=self._queues, gate=self._gate)
         for schedule in self._schedules:
@@ -134,6 +154,8 @@ class Application:
             await self._outbox.aclose()
         if self._runtime is not None:
             await self._runtime.aclose()
+        if self._policies is not None:
+            await self._policies.aclose()
         if self._owns_journal and self._journal is not None:
             await self._journal.aclose()
 
@@ -276,6 +298,48 @@ class Application:
         (``exhausted``: dead-lettered) or ``EffectStuck``, waiting up to ``timeout`` seconds."""
         return await self.outbox.wait(effect_id, timeout)
 
+    # --- policies --------------------------------------------------------------------------
+
+    @property
+    def policies(self) -> PolicyEngine:
+        """The policy engine (``Application(policy=...)``): versions adopted, budgets."""
+        if self._policies is None:
+            raise InvalidSpec("this application has no policy; pass Application(policy=...)")
+        return self._policies
+
+    async def adopt_policy(self, policy: Policy | str | os.PathLike[str], *, by: str, reason: str = "") -> bool:
+        """Journal ``policy`` as the version new agents are judged by (False: it already
+        is). Agents already pinned keep their version until :meth:`migrate_policy`."""
+        if not isinstance(by, str) or not by:
+            raise InvalidArgument("adopt_policy needs by= (who changed the policy)")
+        if isinstance(policy, (str, os.PathLike)):
+            policy = load_policy(Path(policy))
+        return await self.policies.adopt(policy, by=by, reason=reason)
+
+    async def migrate_policy(self, stream: str, *, by: str, to: str | None = None, reason: str = "") -> None:
+        """Move the agent of ``stream`` to policy version ``to`` (default: the one in
+        force), journaled in its stream as ``z8.PolicyMigrated``. Raises PolicyError for a
+        version never adopted, EffectNotFound when no agent of this application owns ``stream``."""
+        if not isinstance(by, str) or not by:
+            raise InvalidArgument("migrate_policy needs by= (who migrated the agent)")
+        engine = self.policies
+        target = engine.version(to).version if to is not None else engine.current.version  # type: ignore[union-attr]
+        last = self.journal.read_stream(stream, backward=True, limit=1) if isinstance(stream, str) else []
+        if not last or not last[0].actor or last[0].actor.rpartition("/")[0] not in self._agent_at:
+            raise EffectNotFound(f"no agent of this application owns stream {stream!r}")
+        for _ in range(3):
+            path = last[0].actor
+            pinned = _pinned_policy(self.journal, stream)
+            if pinned == target:
+                return
+            if await self._send(path, Deliver([PolicyMigrated(pinned, target, by, reason)])):
+                return
+        raise EffectStateError(f"{stream}: the agent kept refusing the migration to {target!r}")
+
+    def budgets(self) -> list[BudgetBalance]:
+        """Every budget account with activity: spent, held (outcome not yet known), limit."""
+        return self.policies.balances()
+
     def _activate(self, agent: type, identity: str) -> ActorRef:
         runtime = self.runtime
         parent = self._paths[agent]
@@ -369,3 +433,12 @@ def _check_retention(rules: Sequence[Retention]) -> list[Retention]:
     if len(set(categories)) != len(categories):
         raise InvalidSpec(f"one retention rule per category, got {categories}")
     return rules
+
+
+def _pinned_policy(journal: Journal, stream: str) -> str:
+    """The policy version the agent of ``stream`` is pinned to, from its records."""
+    ledger = Ledger()
+    for envelope in journal.read_stream(stream):
+        if envelope.type in RECORD_TYPES:
+            ledger.apply(journal.decode(envelope))
+    return ledger.policy
