@@ -18,6 +18,7 @@ decision whose append is refused gives its holds back (:meth:`BudgetBook.discard
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import msgspec
@@ -55,24 +56,23 @@ class BudgetBook:
 
     # --- admission ------------------------------------------------------------------------
 
-    def admit(self, policy: Policy, request: EffectRequest) -> dict[str, float] | Deny:
-        """The holds ``request`` needs under ``policy``'s budgets, or the denial when one
-        would go past its limit (or its amount cannot be read: fails closed)."""
+    def admit(self, budgets: Sequence[Budget], version: str, request: EffectRequest) -> dict[str, float] | Deny:
+        """The holds ``request`` needs under ``budgets`` (those of policy ``version`` that
+        pick it), or the denial when one would go past its limit (or its amount cannot be
+        read: fails closed)."""
         holds: dict[str, float] = {}
-        for budget in policy.budgets:
-            if not budget.picks(request):
-                continue
+        for budget in budgets:
             account = budget.account(request)
             try:
                 amount = budget.amount(request)
             except ValueError as error:
                 return Deny(f"budget {budget.name!r} cannot price this effect: {error} (fails closed)",
-                            f"budget:{budget.name}", policy.version, "BudgetExceeded")
+                            f"budget:{budget.name}", version, "BudgetExceeded")
             used = self.spent.get(account, 0.0) + self.held.get(account, 0.0) + holds.get(account, 0.0)
             if used + amount > budget.limit:
                 return Deny(_exceeded(budget, account, amount, self.spent.get(account, 0.0),
                                       self.held.get(account, 0.0)),
-                            f"budget:{budget.name}", policy.version, "BudgetExceeded")
+                            f"budget:{budget.name}", version, "BudgetExceeded")
             holds[account] = holds.get(account, 0.0) + amount
         return holds
 

@@ -20,7 +20,8 @@ from z8.errors import InvalidPolicy, PolicyError, Z8Error
 from z8.journal import Journal
 
 from ._budgets import BudgetBalance, BudgetBook, charges
-from ._policy import Policy
+from ._compiled import CompiledPolicy
+from ._policy import Policy, capability_of
 from ._records import BUDGETS_STREAM, POLICY_STREAM, PolicyAdopted
 from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
 
@@ -43,6 +44,7 @@ class PolicyEngine:
         self._configured = policy
         self._by = by
         self._versions: dict[str, Policy] = {}
+        self._compiled: dict[str, CompiledPolicy] = {}
         self._current: Policy | None = None
         self.book = BudgetBook()
         self._journal: Journal | None = None
@@ -171,14 +173,21 @@ class PolicyEngine:
         """The verdict on ``request``, budgets admitted (and held) when it is not denied."""
         if self._current is None:
             return Deny("no policy is adopted (deny by default)", "default-deny")
-        policy = self._versions.get(request.policy_version) if request.policy_version else self._current
-        if policy is None:
-            return Deny(f"the agent is pinned to policy version {request.policy_version!r}, which this "
-                        "application has not adopted (fails closed)", "unknown-version")
-        verdict = policy.evaluate(request)
-        if isinstance(verdict, Deny) or not policy.budgets:
+        version = request.policy_version or self._current.version
+        compiled = self._compiled.get(version)
+        if compiled is None:
+            if version not in self._versions:
+                return Deny(f"the agent is pinned to policy version {request.policy_version!r}, which this "
+                            "application has not adopted (fails closed)", "unknown-version")
+            compiled = self._compiled[version] = CompiledPolicy(self._versions[version])
+        capability = capability_of(request)
+        verdict = compiled.evaluate(request, capability)
+        if isinstance(verdict, Deny):
             return verdict
-        holds = self.book.admit(policy, request)
+        budgets = compiled.plan(request.agent, capability).budgets
+        if not budgets:
+            return verdict
+        holds = self.book.admit(budgets, compiled.version, request)
         if isinstance(holds, Deny):
             return holds
         self.book.hold(request.effect_id, holds)

@@ -17,7 +17,6 @@ policy that loaded is one the engine can evaluate.
 
 from __future__ import annotations
 
-import fnmatch
 import math
 from hashlib import blake2b
 from typing import Any, Final, Literal
@@ -26,13 +25,13 @@ import msgspec
 
 from z8.errors import InvalidPolicy
 
-from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
+from ._compiled import MISSING, CompiledPolicy, lookup
+from ._verdicts import EffectRequest, Verdict
 
 __all__ = ["Policy", "Grant", "Rule", "When", "Budget", "OPERATORS"]
 
 OPERATORS: Final = (">", ">=", "<", "<=", "==", "!=", "in", "not in", "exists", "missing")
 UNITS: Final = ("tokens", "money", "calls", "seconds")
-_MISSING: Final = object()
 
 
 class When(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -96,9 +95,6 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capabilities: tuple[str, ...] = ("*",)
     reserve: float | str | None = None
     charge: str | None = None
-
-    def picks(self, request: EffectRequest) -> bool:
-        return _any_glob(self.agents, request.agent) and _any_glob(self.capabilities, _base(request))
 
     def account(self, request: EffectRequest) -> str:
         """The account this request draws on: ``name``, ``name@stream`` or ``name@run``."""
@@ -170,48 +166,10 @@ class Policy(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     def evaluate(self, request: EffectRequest) -> Verdict:
         """The verdict of this policy on ``request`` (budgets not included: they need the
-        accounts, which the engine keeps)."""
-        capability = _base(request)
-        if not any(_grants(grant, request, capability) for grant in self.grants):
-            return Deny(f"no grant lets {request.agent} use {capability!r} (deny by default)",
-                        "default-deny", self.version)
-        for rule in self.rules:
-            if not (_glob(rule.capability, capability) and _glob(rule.agent, request.agent)):
-                continue
-            try:
-                holds = all(self._holds(when, request.request) for when in rule.when)
-            except ValueError as error:
-                return Deny(f"rule {rule.name!r} cannot be evaluated: {error} (fails closed)", rule.name, self.version)
-            if not holds:
-                continue
-            if rule.then == "deny":
-                return Deny(rule.reason or f"denied by rule {rule.name!r}", rule.name, self.version)
-            if rule.then == "approval":
-                return RequireApproval(rule.approvers, rule.quorum, rule.timeout, rule.name, self.version)
-            return Allow(rule.name, self.version)
-        return Allow(f"grant:{request.agent}:{capability}", self.version)
-
-    def _holds(self, when: When, request: Any) -> bool:
-        found = _lookup(request, when.field, missing_ok=True)
-        if when.op == "exists":
-            return found is not _MISSING
-        if when.op == "missing":
-            return found is _MISSING
-        if found is _MISSING:
-            raise ValueError(f"the request has no field {when.field!r}")
-        value = self.lists.get(when.value[1:]) if isinstance(when.value, str) and when.value.startswith("@") \
-            else when.value
-        try:
-            return _OPS[when.op](found, value)
-        except TypeError:
-            raise ValueError(f"{when.describe()} cannot compare {found!r}") from None
+        accounts, which the engine keeps; the engine also keeps this policy compiled)."""
+        return CompiledPolicy(self).evaluate(request, capability_of(request))
 
 
-_OPS: Final = {
-    ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
-    "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
-    "in": lambda a, b: a in b, "not in": lambda a, b: a not in b,
-}
 _ENCODE = msgspec.msgpack.Encoder(order="deterministic").encode
 _DECODE = msgspec.msgpack.Decoder(Policy).decode
 
@@ -305,15 +263,7 @@ def _budget_problems(i: int, budget: Budget, accounts: set[str]) -> list[Problem
 # --- helpers ------------------------------------------------------------------------------
 
 
-def _glob(pattern: str, name: str) -> bool:
-    return pattern == "*" or pattern == name or (any(c in pattern for c in "*?[") and fnmatch.fnmatchcase(name, pattern))
-
-
-def _any_glob(patterns: tuple[str, ...], name: str) -> bool:
-    return any(_glob(p, name) for p in patterns)
-
-
-def _base(request: EffectRequest) -> str:
+def capability_of(request: EffectRequest) -> str:
     """The capability checked: a compensation needs what the effect it undoes needed."""
     capability = request.capability or request.effect
     if request.compensation and capability.endswith(".compensate"):
@@ -321,22 +271,11 @@ def _base(request: EffectRequest) -> str:
     return capability
 
 
-def _grants(grant: Grant, request: EffectRequest, capability: str) -> bool:
-    return (_glob(grant.agent, request.agent) and _any_glob(grant.capabilities, capability)
-            and (grant.instance is None or _glob(grant.instance, request.stream)))
-
-
-def _lookup(value: Any, path: str, *, missing_ok: bool = False) -> Any:
-    for part in path.split("."):
-        if isinstance(value, dict):
-            value = value.get(part, _MISSING)
-        else:
-            value = getattr(value, part, _MISSING) if not isinstance(value, (str, bytes, int, float)) else _MISSING
-        if value is _MISSING:
-            if missing_ok:
-                return _MISSING
-            raise ValueError(f"no field {path!r}")
-    return value
+def _lookup(value: Any, path: str) -> Any:
+    found = lookup(value, tuple(path.split(".")))
+    if found is MISSING:
+        raise ValueError(f"no field {path!r}")
+    return found
 
 
 def _number(value: Any, what: str) -> float:
