@@ -6,6 +6,7 @@ provider was asked, not only the answer.
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -138,6 +139,41 @@ async def test_await_run_of_a_finished_run_returns_at_once_and_an_unknown_run_is
         assert await z8.ai.await_run(app, "r1", timeout=0.01) == first
         with pytest.raises(RunNotFound, match="no run 'nope'"):
             await z8.ai.await_run(app, "nope")
+
+
+class Quick(z8.ai.Agent):
+    model = "fast"
+    strategy = "one_shot"
+
+
+async def test_many_waiting_runs_share_one_follower_of_the_journal(tmp_path: Path) -> None:
+    from z8.ai._run import _Ends
+
+    models = z8.ai.Models.scripted(lambda request: request.messages[-1].content.upper())
+    provider(models).latency = 0.02
+    async with app_for(tmp_path, models, Quick) as app:
+        for n in range(50):
+            await app.dispatch(Quick.StartRun(run_id=f"q{n}", query=f"question {n}"))
+        waiting = [asyncio.ensure_future(z8.ai.await_run(app, f"q{n}", timeout=10)) for n in range(50)]
+        await until(lambda: len(_Ends.of(app.journal).waiters) > 0)
+        ends = _Ends.of(app.journal)
+        results = await asyncio.gather(*waiting)
+        assert ends.waiters == {} and ends.task is None  # stopped: nobody waits
+    assert [r.answer for r in results] == [f"QUESTION {n}" for n in range(50)]
+
+
+async def test_a_waiter_learns_that_the_journal_closed(tmp_path: Path) -> None:
+    policy = Policy("support", "v1", grants=(Grant("Triage", ("model.call", "crm.*", "billing.*")),),
+                    rules=(Rule("refunds", "approval", capability="billing.refund", approvers=("lead",)),))
+    models = z8.ai.Models.scripted([asks_tool("refund", '{"charge": "ch-2", "amount": 3}')])
+    app = app_for(tmp_path, models, policy=policy)
+    async with app:
+        await app.dispatch(Triage.StartRun(run_id="r1", query="refund"))
+        await until(lambda: z8.ai.run_status(app, "r1").approvals)
+        waiter = asyncio.ensure_future(z8.ai.await_run(app, "r1"))
+        await asyncio.sleep(0.05)
+    with pytest.raises(RunNotFound, match="the journal closed before the run finished"):
+        await asyncio.wait_for(waiter, 5)
 
 
 async def test_parallel_model_calls_are_one_decision_and_the_run_waits_for_all(tmp_path: Path) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import weakref
 from typing import Any
 
 import msgspec
@@ -165,28 +166,89 @@ def _result(run_id: str, finished: RunFinished) -> RunResult:
 
 async def await_run(app: Any, run_id: str, timeout: float | None = None) -> RunResult:
     """The run's result once it has finished (at once if it has). Raises ``RunNotFound``
-    when the journal has no such run, ``TimeoutError`` (saying where the run is) when it
-    has not finished within ``timeout`` seconds."""
+    when the journal has no such run (or closes first), ``TimeoutError`` (saying where the
+    run is) when it has not finished within ``timeout`` seconds."""
     journal = _journal(app)
     stream = _stream(run_id)
-    start = journal.head_position() + 1
     if journal.stream_version(stream) == 0:
         raise RunNotFound(f"no run {run_id!r} in the journal (no stream {stream!r}); dispatch its StartRun first")
-    found = _finished(journal, stream)
-    if found is not None:
-        return _result(run_id, found)
+    ends = _Ends.of(journal)
+    waiter = ends.wait(stream)  # before looking: an end committed after the look is delivered to it
     try:
+        found = _finished(journal, stream)
+        if found is not None:
+            return _result(run_id, found)
         async with asyncio.timeout(timeout):
-            async with journal.subscribe(start, types={"z8.ai.RunFinished"}, stream_prefix=stream) as records:
-                async for envelope in records:
-                    if envelope.stream == stream:
-                        return _result(run_id, journal.decode(envelope))
+            return _result(run_id, await waiter)
     except TimeoutError:
         now = run_status(journal, run_id)
         held = f" ({len(now.approvals)} tool call(s) await approval: {', '.join(now.approvals)})" if now.approvals else ""
         raise TimeoutError(f"run {run_id!r} has not finished after {timeout} s: it is {now.status} at step "
                            f"{now.steps}{held}") from None
-    raise RunNotFound(f"the journal closed before run {run_id!r} finished")
+    finally:
+        ends.forget(stream, waiter)
+
+
+class _Ends:
+    """One follower of a journal's ``RunFinished`` events for every ``await_run`` on it
+    (a subscription per waiter would scan the log once per waiting run). It stops when
+    nobody waits, and starts again from the head for the next waiter."""
+
+    _by_journal: weakref.WeakKeyDictionary[Journal, _Ends] = weakref.WeakKeyDictionary()
+
+    def __init__(self, journal: Journal) -> None:
+        self.journal = journal
+        self.waiters: dict[str, set[asyncio.Future[RunFinished]]] = {}
+        self.task: asyncio.Task[None] | None = None
+
+    @classmethod
+    def of(cls, journal: Journal) -> _Ends:
+        ends = cls._by_journal.get(journal)
+        if ends is None:
+            ends = cls._by_journal[journal] = cls(journal)
+        return ends
+
+    def wait(self, stream: str) -> asyncio.Future[RunFinished]:
+        loop = asyncio.get_running_loop()
+        if self.task is None or self.task.done() or self.task.get_loop() is not loop:
+            self.task = loop.create_task(self._follow(self.journal.head_position() + 1))
+        future: asyncio.Future[RunFinished] = loop.create_future()
+        self.waiters.setdefault(stream, set()).add(future)
+        return future
+
+    def forget(self, stream: str, future: asyncio.Future[RunFinished]) -> None:
+        waiting = self.waiters.get(stream)
+        if waiting is not None:
+            waiting.discard(future)
+            if not waiting:
+                del self.waiters[stream]
+        if not self.waiters and self.task is not None:
+            self.task.cancel()
+            self.task = None
+
+    async def _follow(self, start: int) -> None:
+        try:
+            async with self.journal.subscribe(start, types={"z8.ai.RunFinished"},
+                                              stream_prefix=RUN_PREFIX) as records:
+                async for envelope in records:
+                    waiting = self.waiters.get(envelope.stream)
+                    if waiting:
+                        finished = self.journal.decode(envelope)
+                        for future in waiting:
+                            if not future.done():
+                                future.set_result(finished)
+        except asyncio.CancelledError:  # nobody waits any more
+            raise
+        except Exception as error:
+            self._fail(RunNotFound(f"following the journal failed before the run finished: {error!r}"))
+            raise
+        self._fail(RunNotFound("the journal closed before the run finished"))
+
+    def _fail(self, error: Exception) -> None:
+        for waiting in list(self.waiters.values()):
+            for future in waiting:
+                if not future.done():
+                    future.set_exception(error)
 
 
 def run_status(source: Any, run_id: str) -> RunStatus:
