@@ -485,3 +485,10 @@ def test_evolve_ignores_events_that_are_not_run_events() -> None:
 
 def _ctx(stream: str, version: int) -> z8.actors.CommandContext:
     return z8.actors.CommandContext(1_700_000_000_000_000_000, "cmd", stream, version)
+
+
+def test_a_model_call_the_policy_denies_fails_the_run_even_for_the_router() -> None:
+    denied = EffectFailed("", "z8.model", "PolicyDenied", "no grant for model.call")
+    for strategy in ("one_shot", "auto"):
+        trace = drive(agent(strategy), "q", script(denied))
+        assert trace.finished.status == "failed" and "PolicyDenied: no grant for model.call" in trace.finished.reason
