@@ -8,6 +8,7 @@ journal holds and what the server saw.
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import socket
 import time
@@ -627,6 +628,22 @@ async def test_the_scripted_provider_serves_the_effect_offline(tmp_path: Path) -
     assert response.usage.total_tokens > 0
     scripted = models.resolve("fast")[0]
     assert isinstance(scripted, ScriptedProvider) and scripted.calls[0].key == "asker-offline/1/0"
+
+
+def test_a_provider_serves_one_event_loop_after_another() -> None:
+    with LLMServer.in_thread() as running:
+        running.script(text("first"), text("second"))
+        provider = OpenAIProvider(running.openai_url)
+
+        async def ask() -> str:
+            try:
+                return (await provider.complete(request(), model_id="m", key="k")).text
+            finally:
+                await provider.aclose()  # before its loop ends: its connections belong to it
+        # an example or a script may call asyncio.run more than once with the same provider
+        assert asyncio.run(ask()) == "first"
+        assert asyncio.run(ask()) == "second"
+        assert running.count == 2
 
 
 # --- the server as a process -----------------------------------------------------------------

@@ -153,10 +153,13 @@ class HTTPProvider:
             return await client.post(url, content=body, headers=headers)
 
     async def aclose(self) -> None:
-        """Close the client this provider opened (a client passed in is the caller's)."""
+        """Close the client this provider opened (a client passed in is the caller's), before
+        its event loop ends. The provider stays usable: the next call opens a new client."""
         if self._client is not None and self._owns_client:
             client, self._client = self._client, None
-            await client.aclose()
+            if self._loop is asyncio.get_running_loop():
+                await client.aclose()
+            # else it was opened on an event loop that has ended, and its connections with it
 
     def _auth_headers(self) -> dict[str, str]:
         return {}
@@ -189,7 +192,8 @@ class HTTPProvider:
         return response.headers.get("x-request-id") or response.headers.get("request-id") or body_id
 
     async def complete(self, request: ModelRequest, *, model_id: str, key: str) -> ModelResponse:
-        """One completion: the request translated, posted (with retries), the answer read back."""
+        """One completion: the request translated, posted (with retries), the answer read back.
+        ``latency_ms`` is the wall time of the whole call, retries and waits included."""
         started = time.perf_counter()
         response = await self._post(msgspec.json.encode(self.encode(request, model_id)), key)
         answer = self.decode(response, model_id)
