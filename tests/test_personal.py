@@ -721,3 +721,62 @@ async def test_an_agent_state_with_personal_fields_and_no_subject_is_refused(tmp
             await app.dispatch(GetLoan("1"))
         assert isinstance(died.value.__cause__, errors.VaultError)
         assert "Careless.State has z8.Personal fields but no z8.Subject" in str(died.value.__cause__)
+
+
+# --- two processes share one journal and its vault ---------------------------------------------
+
+
+class Note(msgspec.Struct, frozen=True):
+    who: z8.Subject
+    text: z8.Personal[str]
+
+
+class _Peer:
+    def __init__(self, path: Path) -> None:
+        import subprocess
+        import sys
+
+        self.proc = subprocess.Popen(
+            [sys.executable, str(Path(__file__).parent / "_procs" / "personal_peer.py"), str(path)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1,
+        )
+        assert self.ask(None) == "READY"
+
+    def ask(self, command: str | None) -> str:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        if command is not None:
+            self.proc.stdin.write(command + "\n")
+        return self.proc.stdout.readline().strip()
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.write("quit\n")
+            self.proc.stdin.flush()
+        self.proc.wait(timeout=30)
+
+
+async def test_another_process_shares_the_keys_and_follows_an_erasure(tmp_path: Path) -> None:
+    import asyncio
+
+    path = tmp_path / "j"
+    journal = open_journal(path, types=TypeRegistry([Note]), durability="fast")
+    peer = _Peer(path)
+    try:
+        assert peer.ask("append n-1 peer-1 peer-secret-one") == "ok"  # the peer makes the key
+        assert [journal.decode(e).text for e in journal.read_stream("n-1")] == ["peer-secret-one"]
+        await journal.append("n-2", [Note("peer-2", "parent-secret-two")])
+        assert peer.ask("read n-2") == repr(["parent-secret-two"])
+        doomed = vault_keys(journal, "peer-1")
+        await journal.erase("peer-1", by="dpo")  # compacts: the vault's files are swapped
+        await asyncio.sleep(0.15)  # the peer drops keys cached before a swap within 0.1 s
+        assert peer.ask("read n-1") == repr([ERASED])
+        assert peer.ask("append n-3 peer-3 after-the-swap") == "ok"  # its new key lands in the live vault
+        assert [journal.decode(e).text for e in journal.read_stream("n-3")] == ["after-the-swap"]
+        assert peer.ask("read n-2") == repr(["parent-secret-two"])
+    finally:
+        peer.close()
+        journal.close()
+    assert found_in_files(path, [b"peer-secret-one", *doomed]) == []
+    with open_journal(path, types=TypeRegistry([Note])) as journal:
+        assert journal.verify().ok and journal.decode(journal.read_stream("n-3")[0]).text == "after-the-swap"

@@ -123,7 +123,9 @@ class Agent(Actor):
         raise NotImplementedError(f"{type(self).__qualname__} does not implement decide()")
 
     def evolve(self, state: Any, event: Any) -> Any:
-        """Pure: the state after ``event``. Must not raise for events decide produced."""
+        """Pure: the state after ``event``. Must not raise for events decide produced, nor
+        for ``z8.ERASED`` in their ``z8.Personal`` fields (what those read as once the
+        subject is erased: keep it as a value, do not call str or int methods on it)."""
         raise NotImplementedError(f"{type(self).__qualname__} does not implement evolve()")
 
     # --- the runtime side ----------------------------------------------------------------

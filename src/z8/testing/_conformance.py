@@ -23,11 +23,11 @@ import pytest
 
 from z8 import errors
 from z8.ids import uuid7_time_ms
-from z8.journal import ANY, NO_STREAM, STREAM_EXISTS, Append, Journal, RawEvent, TypeRegistry
+from z8.journal import ANY, ERASED, NO_STREAM, STREAM_EXISTS, Append, Journal, Personal, RawEvent, Subject, TypeRegistry
 
 from ._journal_kit import flip_byte, reseal, stored_record, tamper
 
-__all__ = ["JournalConformance", "Opened", "Deposited", "Withdrawn", "conformance_types"]
+__all__ = ["JournalConformance", "Opened", "Deposited", "Withdrawn", "Profiled", "conformance_types"]
 
 
 class Opened(msgspec.Struct, frozen=True):
@@ -46,6 +46,14 @@ class Withdrawn(msgspec.Struct, frozen=True):
     """Sample event: money went out."""
 
     amount: int
+
+
+class Profiled(msgspec.Struct, frozen=True):
+    """Sample event with personal data: ``name`` is sealed under ``owner``'s key."""
+
+    owner: Subject
+    name: Personal[str]
+    tier: str = "standard"
 
 
 class Unregistered(msgspec.Struct, frozen=True):
@@ -479,3 +487,32 @@ class JournalConformance:
         with pytest.raises(errors.InvalidArgument, match="correlation_id"):
             await journal.append("s", [Deposited(1)], correlation_id=long_id)
         assert len(await ok) == 1 and journal.head_position() == 1
+
+    # --- personal data ------------------------------------------------------------------
+
+    async def test_personal_fields_are_stored_sealed_and_read_back(self, journal: Journal) -> None:
+        journal.types.register(Profiled)
+        [written] = await journal.append("p", [Profiled("owner-1", "Ada Quintessa Lovelock")])
+        assert b"Quintessa" not in written.data and b"owner-1" in written.data
+        assert journal.decode(written) == Profiled("owner-1", "Ada Quintessa Lovelock")
+        assert journal.decode(journal.read_stream("p")[0]) == Profiled("owner-1", "Ada Quintessa Lovelock")
+
+    async def test_erase_reads_erased_keeps_the_chain_and_is_journaled(self, journal: Journal) -> None:
+        journal.types.register(Profiled)
+        await journal.append("p", [Profiled("owner-1", "Ada"), Profiled("owner-2", "Grace"), Deposited(1)])
+        act = await journal.erase("owner-1", by="dpo", reason="request")
+        assert (act.stream, act.type) == ("$vault", "z8.SubjectErased")
+        assert [journal.decode(e) for e in journal.read_stream("p")] == [
+            Profiled("owner-1", ERASED), Profiled("owner-2", "Grace"), Deposited(1)]
+        assert journal.is_erased("owner-1") and not journal.is_erased("owner-2")
+        with pytest.raises(errors.SubjectErased):
+            await journal.append("p", [Profiled("owner-1", "Ada again")])
+        assert journal.stream_version("p") == 3 and journal.verify().ok
+
+    async def test_a_sealed_value_moved_to_another_subject_does_not_open(self, journal: Journal) -> None:
+        journal.types.register(Profiled)
+        [a, _] = await journal.append("p", [Profiled("owner-1", "Ada"), Profiled("owner-2", "Grace")])
+        stored = msgspec.msgpack.decode(a.data)
+        [moved] = await journal.append("p", [RawEvent("Profiled", msgspec.msgpack.encode({**stored, "owner": "owner-2"}))])
+        with pytest.raises(errors.VaultError):
+            journal.decode(moved)
