@@ -780,3 +780,16 @@ async def test_another_process_shares_the_keys_and_follows_an_erasure(tmp_path: 
     assert found_in_files(path, [b"peer-secret-one", *doomed]) == []
     with open_journal(path, types=TypeRegistry([Note])) as journal:
         assert journal.verify().ok and journal.decode(journal.read_stream("n-3")[0]).text == "after-the-swap"
+
+
+def test_a_type_whose_annotations_do_not_resolve_yet_is_checked_when_it_is_used() -> None:
+    class Later(msgspec.Struct):
+        who: z8.Subject
+        friend: Undefined  # type: ignore[name-defined]  # noqa: F821 - defined below
+
+    async def body(request: Later, ctx: Any) -> None:
+        return None
+
+    z8.effect(body)  # declaring the effect does not fail on it
+    with pytest.raises(errors.VaultError, match="cannot read the field types of"):
+        open_memory_journal().personal.dumps(Later("a", None))

@@ -172,6 +172,10 @@ class _Plan:
         self.cls, self.subject, self.fields, self.shadow, self.orphan = cls, subject, fields, shadow, orphan
 
 
+class _Unresolved(VaultError):
+    """A type whose annotations do not resolve (yet): not analysed, not cached."""
+
+
 _plans: dict[type, _Plan | None] = {}
 _by_shadow: dict[type, _Plan] = {}
 _analysis = threading.RLock()
@@ -245,7 +249,7 @@ def _build_plan(cls: type) -> _Plan | None:
     try:
         hints = typing.get_type_hints(cls, include_extras=True)
     except Exception as exc:  # noqa: BLE001 - any failure to resolve annotations
-        raise VaultError(f"cannot read the field types of {name}: {exc!r}") from exc
+        raise _Unresolved(f"cannot read the field types of {name}: {exc!r}") from exc
     if getattr(cls, "__parameters__", ()):  # a generic Struct: its fields' types are not known here
         if any(_mentions_marker(hints.get(f.name)) for f in msgspec.structs.fields(cls)):
             raise VaultError(f"{name} is a generic Struct with z8.Personal fields; that is not supported")
@@ -409,7 +413,10 @@ def check_type(tp: Any, what: str | None = None) -> bool:
     whose they are."""
     if tp is Any or tp is None:
         return False
-    info = _info(tp)
+    try:
+        info = _info(tp)
+    except _Unresolved:  # msgspec will say what is wrong when the type is used; sealing rechecks then
+        return False
     if info.orphan:
         raise VaultError(
             f"{what or info.label} has z8.Personal fields but no z8.Subject field naming whose data they are; "
