@@ -289,7 +289,9 @@ async def test_a_tool_that_needs_approval_waits_for_it(tmp_path: Path) -> None:
                     rules=(Rule("refunds", "approval", capability="billing.refund", approvers=("lead",)),))
     async with helper_app(tmp_path, policy) as app:
         await app.dispatch(Use("a", "refund", '{"order": "o-1", "amount": 12.5}'))
-        [intent] = await until(lambda: intents(app, "helper-a"))
+        parked = [("helper-a/1/0", "parked")]
+        await until(lambda: [(v.effect_id, v.status) for v in app.pending_effects()] == parked, what="the park")
+        [intent] = intents(app, "helper-a")
         assert intent.verdict == "approval" and SEEN == []
         await app.approve("helper-a/1/0", by="lead")
         [result] = await results_of(app, "helper-a")
