@@ -571,8 +571,8 @@ async def test_a_request_that_never_left_is_retried_then_fails(tmp_path: Path) -
 
 
 async def test_a_lost_or_late_answer_is_reissued_with_the_same_key(tmp_path: Path, server: LLMServer) -> None:
-    server.script(Reply(drop=True), text("too late", delay=1.0), text("here"))
-    provider = OpenAIProvider(server.openai_url, timeout=0.3)
+    server.script(Reply(drop=True), text("too late", delay=2.0), text("here"))
+    provider = OpenAIProvider(server.openai_url, timeout=0.6)
     models = Models({"fast": "openai:gpt-test"}, providers={"openai": provider}, retry=QUICK)
     async with asker_app(tmp_path, models) as app:
         await app.dispatch(Ask("flaky"))
