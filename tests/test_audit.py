@@ -581,3 +581,38 @@ async def test_the_cli_verifies_journals_streams_and_bundles_with_exit_codes(tmp
     assert code == 1 and f"BROKEN at position {position}" in out
     code, out, _ = z8_cli("verify", "--bundle", tmp_path / "from-tampered.json")
     assert code == 1 and out.startswith(f"ALTERED at position {position} (v4)")
+
+
+async def test_an_ai_runs_record_quotes_its_model_steps_as_reasoning_and_ends_with_run_finished(tmp_path: Path) -> None:
+    import z8.ai
+    from z8.ai import ModelResponse, ToolCall
+
+    @z8.ai.tool(capability="crm.read", kind="read")
+    async def find_order(order: str) -> str:
+        """Look an order up."""
+        return f"{order}: charged twice"
+
+    class Support(z8.ai.Agent):
+        model = "fast"
+        prompt = "You are a support assistant."
+        tools = [find_order]
+
+    models = z8.ai.Models.scripted([
+        ModelResponse(text="The customer says they were charged twice; I will look the order up.",
+                      tool_calls=(ToolCall("t1", "find_order", '{"order": "o-7"}'),)),
+        "The order shows a duplicate charge.\nAnswer: refund the second charge of o-7",
+    ])
+    app = z8.Application(z8.ai.route(z8.Router(), Support), tmp_path / "journal", effects=[models.effect],
+                         durability="fast")
+    async with app:
+        await app.dispatch(Support.StartRun(run_id="a1", query="charged twice"))
+        await z8.ai.await_run(app, "a1", timeout=5)
+        record = app.audit.run(stream="run-a1")
+    steps = [r.text for r in record.reasoning if r.type == "z8.ai.ModelStep"]
+    assert steps[0] == "The customer says they were charged twice; I will look the order up."
+    assert "refund the second charge of o-7" in steps[1]
+    assert record.outcome is not None and record.outcome.type == "z8.ai.RunFinished"
+    assert record.trigger is not None and record.trigger.type == "z8.ai.RunStarted"
+    assert {f.effect for f in record.facts} >= {"find_order"}
+    text = record.markdown()
+    assert "No reasoning was journaled" not in text and "I will look the order up" in text

@@ -264,7 +264,7 @@ class _Builder:
     def record(self, scope: str, stream: str | None, correlation: str | None, journal_id: str | None,
                stream_head: tuple[int, int, bytes] | None) -> RunRecord:
         effects, verdicts, approvals, facts = _effects(self.items)
-        domain = [item.summary for item in self.items if not item.envelope.type.startswith("z8.")]
+        domain = [item.summary for item in self.items if not _runtime(item.envelope.type)]
         fault, check = self.fault, self.check
         seal = Seal(SEAL_ALGORITHM, len(self.stored), fault is None, fault.position if fault else None,
                     fault.version if fault else None, fault.reason if fault else None, check.links,
@@ -377,7 +377,7 @@ def _decided_with(items: list[_Item], index: int) -> list[str]:
     for item in items[index + 1:]:
         envelope = item.envelope
         if envelope.position != previous + 1 or envelope.stream != first.stream or \
-                envelope.recorded_at != first.recorded_at or envelope.type.startswith("z8."):
+                envelope.recorded_at != first.recorded_at or _runtime(envelope.type):
             break
         previous = envelope.position
         decided.append(f"{envelope.type} #{envelope.position}")
@@ -388,7 +388,13 @@ def _reasoning(items: Iterable[_Item]) -> list[Reasoning]:
     found = []
     for item in items:
         data = item.summary.data
-        if item.envelope.type.startswith("z8.") or not isinstance(data, dict):
+        if not isinstance(data, dict):
+            continue
+        own = _REASONING_OF.get(item.envelope.type)
+        if own is not None and data.get(own):
+            found.append(Reasoning(item.summary.position, item.envelope.type, own, str(data[own])))
+            continue
+        if _runtime(item.envelope.type):
             continue
         for name in REASONING_FIELDS:
             text = data.get(name)
@@ -396,6 +402,16 @@ def _reasoning(items: Iterable[_Item]) -> list[Reasoning]:
                 found.append(Reasoning(item.summary.position, item.envelope.type, name,
                                        text if isinstance(text, str) else msgspec.json.encode(text).decode()))
     return found
+
+
+def _runtime(type_name: str) -> bool:
+    """A record the runtime keeps about a run (effects, timers, policies), not what the
+    agent decided; an AI run's own events (``z8.ai.*``) are what it decided."""
+    return type_name.startswith("z8.") and not type_name.startswith("z8.ai.")
+
+
+_REASONING_OF: Final = {"z8.ai.ModelStep": "text"}
+"""Runtime-defined events whose field is the reasoning: a model step's text."""
 
 
 # --- payload values ------------------------------------------------------------------------
