@@ -518,3 +518,19 @@ async def test_a_clean_stop_checkpoints_the_accounts_and_the_next_start_folds_fr
             if envelope.type in ("z8.EffectIntended", "z8.EffectSucceeded", "z8.EffectFailed"):
                 fresh.observe(app.journal.decode(envelope))
         assert {b.account: b.spent for b in fresh.book.balances(policy)} == balances
+
+
+def test_an_outcome_folded_as_written_is_not_held_or_charged_again_by_the_log_follower() -> None:
+    from z8.policies._budgets import BudgetBook
+    intent = EffectIntended("payer-a/1/0", "wire", "irreversible", {}, budgets={"daily": 60.0})
+    success = EffectSucceeded("payer-a/1/0", "wire", charged={"daily": 55.0})
+    for order in (("hold", "ahead", "intent", "outcome"), ("hold", "intent", "ahead", "outcome")):
+        book = BudgetBook()
+        for step in order:
+            if step == "hold":
+                book.hold(intent.effect_id, intent.budgets)  # admission, before the append
+            elif step == "ahead":
+                book.observe(success, ahead=True)  # the outbox, as it writes the outcome
+            else:  # the log follower, in log order
+                book.observe(intent if step == "intent" else success)
+        assert (book.spent, book.held) == ({"daily": 55.0}, {}), order

@@ -422,11 +422,6 @@ def test_a_budget_survives_a_crash_mid_effect_without_double_charge(tmp_path: Pa
         _budget_crash(tmp_path, bank, moment)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "src/z8/effects/_outbox.py Outbox._charged: elapsed = time.monotonic() - item.started if item.started "
-    "else 0.0; after a restart item.started is 0 for a wire that recovery resolves with its status query, "
-    "so a 'seconds' budget (charge 'elapsed') is charged 0.0 s for a wire that ran before the crash, not "
-    "its real time nor its reservation (Budget.cost's fallback 'the reservation when it cannot be read')"))
 def test_a_seconds_budget_charges_a_wire_that_a_crash_cut_short(tmp_path: Path) -> None:
     config = {**BUDGET_CONFIG, "seconds": 100.0}
     with HoldingBank() as bank:

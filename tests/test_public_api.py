@@ -5,7 +5,7 @@ import types
 
 import pytest
 
-PACKAGES = ["z8", "z8.journal", "z8.testing", "z8.errors", "z8.ids", "z8.actors", "z8.supervision", "z8.app", "z8.audit"]
+PACKAGES = ["z8", "z8.journal", "z8.testing", "z8.errors", "z8.ids", "z8.actors", "z8.supervision", "z8.app", "z8.audit", "z8.effects", "z8.policies", "z8.ai"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

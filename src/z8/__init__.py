@@ -9,6 +9,7 @@ from z8.errors import Z8Error
 from z8.actors import Actor, ActorContext, ActorRef, Agent, Decision, Machine, ThreadActor, reject
 from z8.app import Application, Router
 from z8.effects import Call, CancelTimer, Queue, Retry, Saga, Schedule, Timer, effect
+from z8.policies import Policy
 from z8.ids import uuid7
 from z8.journal import (
     ANY,
@@ -66,6 +67,7 @@ __all__ = [
     "Event",
     "Journal",
     "Personal",
+    "Policy",
     "Subject",
     "ERASED",
     "RawEvent",

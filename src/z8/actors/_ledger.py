@@ -189,6 +189,9 @@ class EffectRedriven(EffectRecord, frozen=True):
 
 
 class TimerSet(EffectRecord, frozen=True):
+    """A durable timer armed by a decision: ``message`` (encoded, of ``message_type``) is
+    handed back to the agent at ``due`` (Unix ns), once, across restarts."""
+
     timer_id: str
     due: int
     message_type: str
@@ -197,11 +200,15 @@ class TimerSet(EffectRecord, frozen=True):
 
 
 class TimerFired(EffectRecord, frozen=True):
+    """The timer ``timer_id`` fired (journaled with the agent's decision on its message)."""
+
     timer_id: str
     due: int
 
 
 class TimerCancelled(EffectRecord, frozen=True):
+    """The timer ``timer_id`` was cancelled by a decision (``CancelTimer``)."""
+
     timer_id: str
 
 

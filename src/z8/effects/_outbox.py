@@ -669,10 +669,12 @@ class Outbox:
 
     def _charged(self, item: _Item, record: EffectSucceeded) -> EffectSucceeded:
         """``record`` with the real cost of the effect for each budget that held for it."""
-        elapsed = time.monotonic() - item.started if item.started else 0.0
+        # not measured when no attempt ran here (an outcome learnt after a restart, or a
+        # human's settlement): a time budget is then charged its reservation
+        elapsed = time.monotonic() - item.started if item.started and record.settled_by is None else None
         measure = getattr(self.gate, "charges", None)
         charged = measure(item.intent, record.result, elapsed) if measure is not None else dict(item.intent.budgets)
-        return msgspec.structs.replace(record, charged=charged, elapsed=round(elapsed, 6))
+        return msgspec.structs.replace(record, charged=charged, elapsed=round(elapsed or 0.0, 6))
 
     async def _deliver(self, item: _Item, records: list[EffectRecord], message: Any) -> bool:
         if not item.owner or item.stream.startswith(JOBS_PREFIX):

@@ -53,6 +53,7 @@ class BudgetBook:
         self.spent: dict[str, float] = {}
         self.held: dict[str, float] = {}
         self._open: dict[str, dict[str, float]] = {}  # effect id → its holds
+        self._ahead: dict[str, bool] = {}  # settled as written, not yet reached by the log follower
 
     # --- admission ------------------------------------------------------------------------
 
@@ -90,19 +91,30 @@ class BudgetBook:
 
     # --- the fold -------------------------------------------------------------------------
 
-    def observe(self, record: Any) -> None:
-        """Fold one effect record (others are ignored)."""
+    def observe(self, record: Any, *, ahead: bool = False) -> None:
+        """Fold one effect record (others are ignored).
+
+        ``ahead``: the record is folded as it is written, before the log follower reaches
+        it (the outbox does this for the outcomes it writes). The follower then skips that
+        outcome, and the intent too if it had not reached it yet, so nothing is held or
+        charged twice whichever of the two gets there first.
+        """
         name = type(record).__name__
         if name == "EffectIntended":
-            self.hold(record.effect_id, record.budgets)
-        elif name == "EffectSucceeded":
-            holds = self._release(record.effect_id)
-            if holds is not None:
-                charged = record.charged or holds
-                for account, amount in charged.items():
-                    self.spent[account] = self.spent.get(account, 0.0) + amount
-        elif name == "EffectFailed" and not record.exhausted:
-            self._release(record.effect_id)
+            if record.effect_id not in self._ahead:
+                self.hold(record.effect_id, record.budgets)
+            return
+        settles = name == "EffectSucceeded" or (name == "EffectFailed" and not record.exhausted)
+        if not settles:
+            return
+        if not ahead and self._ahead.pop(record.effect_id, False):
+            return  # folded already, when it was written
+        holds = self._release(record.effect_id)
+        if ahead:
+            self._ahead[record.effect_id] = True
+        if holds is not None and name == "EffectSucceeded":
+            for account, amount in (record.charged or holds).items():
+                self.spent[account] = self.spent.get(account, 0.0) + amount
 
     def _release(self, effect_id: str) -> dict[str, float] | None:
         holds = self._open.pop(effect_id, None)
@@ -121,7 +133,7 @@ class BudgetBook:
     def restore(self, checkpoint: BudgetsCheckpoint) -> None:
         """Start from ``checkpoint`` (the records after its position are folded next)."""
         self.spent = dict(checkpoint.spent)
-        self.held, self._open = {}, {}
+        self.held, self._open, self._ahead = {}, {}, {}
         for effect_id, holds in checkpoint.open.items():
             self.hold(effect_id, holds)
 
@@ -140,7 +152,7 @@ class BudgetBook:
         return out
 
 
-def charges(policy: Policy, holds: dict[str, float], result: Any, elapsed: float) -> dict[str, float]:
+def charges(policy: Policy, holds: dict[str, float], result: Any, elapsed: float | None) -> dict[str, float]:
     """The real cost of a success for each account that held for it."""
     budgets = {b.name: b for b in policy.budgets}
     out: dict[str, float] = {}

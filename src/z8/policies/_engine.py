@@ -198,17 +198,18 @@ class PolicyEngine:
                                verdict.policy_version, holds)
 
     def observe(self, record: Any) -> None:
-        """Fold an effect record into the accounts now (the log follower folds it again
-        later; folding is idempotent by effect id)."""
-        self.book.observe(record)
+        """Fold an outcome into the accounts as it is written (the log follower, reaching
+        it later, skips it)."""
+        self.book.observe(record, ahead=True)
 
     def discard(self, effect_id: str) -> None:
         """The intent ``effect_id`` was not journaled (its decision was refused): give
         back what its admission held."""
         self.book.discard(effect_id)
 
-    def charges(self, intent: Any, result: Any, elapsed: float) -> dict[str, float]:
-        """What the success of ``intent`` (an ``EffectIntended``) costs each account."""
+    def charges(self, intent: Any, result: Any, elapsed: float | None) -> dict[str, float]:
+        """What the success of ``intent`` (an ``EffectIntended``) costs each account
+        (``elapsed`` None: not measured here, so time is charged at its reservation)."""
         if not intent.budgets:
             return {}
         policy = self._versions.get(intent.policy_version) or self._current

@@ -114,13 +114,14 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
             return 1.0
         return float(request.timeout or 0.0)  # seconds: at most the timeout
 
-    def cost(self, reserved: float, result: Any, elapsed: float) -> float:
-        """The real cost of a success (the reservation when it cannot be read)."""
+    def cost(self, reserved: float, result: Any, elapsed: float | None) -> float:
+        """The real cost of a success (the reservation when it cannot be read, or when the
+        time was not measured: an outcome learnt after a restart)."""
         charge = self.charge if self.charge is not None else ("elapsed" if self.unit == "seconds" else None)
         if charge is None:
             return reserved
         if charge == "elapsed":
-            return elapsed
+            return reserved if elapsed is None else elapsed
         try:
             return _number(_lookup(result, charge), f"result field {charge!r}")
         except ValueError:
