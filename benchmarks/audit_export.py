@@ -102,7 +102,10 @@ def export_10k(tmpdir: str | Path, runs: int = 3) -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--quick", action="store_true", help="one run (what run_all.py --quick asks)")
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 1
     with tempfile.TemporaryDirectory() as tmpdir:
         figures = export_10k(tmpdir, args.runs)
     params = {"events": EVENTS, "bundle_bytes": figures["bundle_bytes"]}
