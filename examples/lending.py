@@ -454,7 +454,7 @@ async def lending(directory: Path) -> dict[str, Any]:
         balances = app.budgets()
         print("budgets (app.budgets()):")
         for b in balances:
-            print(f"  {b.account:<26} spent {b.spent:>9,.0f}  held {b.held:>7,.0f}  available {b.available:>9,.0f}"
+            print(f"  {b.account:<40} spent {b.spent:>9,.0f}  held {b.held:>7,.0f}  available {b.available:>9,.0f}"
                   f" of {b.limit:,.0f}")
         print(f"\ncheck the bundle yourself, with no journal:\n  z8 verify --bundle {bundle} --key {fingerprint}")
         out.update(
@@ -491,7 +491,8 @@ def expectations(run: dict[str, Any]) -> list[str]:
         and DECLINED.name not in run["forgotten_markdown"],
         "the erased applicant's bundle still verifies": run["forgotten_report"].ok,
         "the journal verifies after the erasure": run["verified"].ok,
-        "the day's budget holds exactly what was paid": run["balances"].get("disbursed-today") == (52_000.0, 0.0),
+        "the day's budget holds exactly what was paid": [v for k, v in run["balances"].items()
+                                                   if k.startswith("disbursed-today[")] == [(52_000.0, 0.0)],
     }
     return [name for name, ok in checks.items() if not ok]
 

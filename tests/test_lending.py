@@ -80,13 +80,14 @@ def test_the_large_loan_waits_for_a_named_officer_and_is_paid_once(run: Run, jou
     assert (intent.verdict, intent.rule, intent.policy_version) == ("approval", "large-disbursement", VERSION)
     assert (intent.approvers, intent.quorum, intent.approval_timeout) == (["maria.okafor", "devi.raman"], 1, 86400)
     assert intent.capability == "loan.disburse" and intent.kind == "irreversible" and intent.idempotent
-    assert intent.budgets == {"disbursed-today": 40_000.0}
+    [(account, held)] = intent.budgets.items()
+    assert re.fullmatch(r"disbursed-today\[\d{4}-\d\d-\d\dT00:00:00Z\]", account) and held == 40_000.0
     [approval] = of(records, EffectApproved)
     assert (approval.effect_id, approval.by, approval.approve, approval.final) == (
         intent.effect_id, "maria.okafor", True, True)
     [paid] = of(records, EffectSucceeded, "loan.disburse")  # exactly one disbursement, on its first attempt
     assert (paid.effect_id, paid.attempts, paid.resolved) == (intent.effect_id, 1, False)
-    assert paid.charged == {"disbursed-today": 40_000.0}
+    assert paid.charged == {account: 40_000.0}
     assert records.index(approval) < records.index(paid)
     [decided] = of(records, lending.LoanDecided)
     assert decided.tier == "Standard" and decided.approved and all(c.met for c in decided.criteria)
@@ -166,4 +167,4 @@ def test_the_forgotten_applicant_is_erased_everywhere_and_the_chain_still_verifi
 
 
 def test_the_days_budget_holds_what_was_paid(run: Run) -> None:
-    assert re.search(r"disbursed-today\s+spent\s+52,000\s+held\s+0\s+available\s+198,000 of 250,000", run.stdout)
+    assert re.search(r"disbursed-today\[[^\]]+\]\s+spent\s+52,000\s+held\s+0\s+available\s+198,000 of 250,000", run.stdout)

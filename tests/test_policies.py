@@ -534,3 +534,21 @@ def test_an_outcome_folded_as_written_is_not_held_or_charged_again_by_the_log_fo
             else:  # the log follower, in log order
                 book.observe(intent if step == "intent" else success)
         assert (book.spent, book.held) == ({"daily": 55.0}, {}), order
+
+
+async def test_a_budget_with_a_period_opens_a_new_account_each_window_by_the_decisions_time(tmp_path: Path) -> None:
+    day = 86_400
+    clock = FakeClock(1_800_000_000 * 1_000_000_000)  # 2027-01-15T08:00:00Z
+    policy = budget_policy(Budget("daily", "money", 100, reserve="amount", period=day))
+    async with app_for(tmp_path, policy, clock=clock) as app:
+        await app.dispatch(Pay("a", 70.0))
+        await app.dispatch(Pay("b", 40.0))  # the same day: 70 + 40 > 100
+        assert (await outcomes(app, "payer-b"))[0].error == "BudgetExceeded"
+        clock.advance(day)
+        await app.dispatch(Pay("b", 40.0))  # the next day's account
+        assert (await outcomes(app, "payer-b", 2))[1].ok
+        expected = {"daily[2027-01-15T00:00:00Z]": 70.0, "daily[2027-01-16T00:00:00Z]": 40.0}
+        await until(lambda: {b.account: b.spent for b in app.budgets()} == expected or None)
+        assert {b.limit for b in app.budgets()} == {100.0}
+    with pytest.raises(InvalidPolicy, match="period must be seconds >= 1"):
+        budget_policy(Budget("daily", "money", 100, reserve="amount", period=0))

@@ -292,7 +292,7 @@ class Outbox:
             self.check_queue(queue)
         verdict = self._judge(EffectRequest(
             agent, cctx.stream, eff.name, eff.kind, call.request, eff.capability, effect_id,
-            cctx.correlation_id or cctx.command_id, policy, eff.timeout, compensates is not None,
+            cctx.correlation_id or cctx.command_id, policy, eff.timeout, compensates is not None, cctx.now,
         ))
         fields: dict[str, Any] = {}
         if isinstance(verdict, Deny):

@@ -144,7 +144,7 @@ class BudgetBook:
         budgets = {b.name: b for b in (policy.budgets if policy is not None else ())}
         out = []
         for account in sorted(set(self.spent) | set(self.held)):
-            name = account.split("@", 1)[0]
+            name = budget_of(account)
             budget = budgets.get(name)
             out.append(BudgetBalance(account, name, budget.unit if budget else "?",
                                      budget.limit if budget else float("nan"),
@@ -157,9 +157,14 @@ def charges(policy: Policy, holds: dict[str, float], result: Any, elapsed: float
     budgets = {b.name: b for b in policy.budgets}
     out: dict[str, float] = {}
     for account, reserved in holds.items():
-        budget: Budget | None = budgets.get(account.split("@", 1)[0])
+        budget: Budget | None = budgets.get(budget_of(account))
         out[account] = budget.cost(reserved, result, elapsed) if budget is not None else reserved
     return out
+
+
+def budget_of(account: str) -> str:
+    """The budget an account belongs to (``name``, ``name@scope``, ``name[window]``…)."""
+    return account.split("@", 1)[0].split("[", 1)[0]
 
 
 def _exceeded(budget: Budget, account: str, amount: float, spent: float, held: float) -> str:

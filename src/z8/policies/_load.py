@@ -222,6 +222,7 @@ class _Budget(msgspec.Struct, forbid_unknown_fields=True):
     capabilities: list[str] = msgspec.field(default_factory=lambda: ["*"])
     reserve: float | str | None = None
     charge: str | None = None
+    period: float | None = None
 
 
 def _as_policy_unchecked(fields: dict[str, Any]) -> Any:

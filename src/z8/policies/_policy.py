@@ -18,6 +18,7 @@ policy that loaded is one the engine can evaluate.
 from __future__ import annotations
 
 import math
+import time
 from hashlib import blake2b
 from typing import Any, Final, Literal
 
@@ -95,14 +96,25 @@ class Budget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     capabilities: tuple[str, ...] = ("*",)
     reserve: float | str | None = None
     charge: str | None = None
+    period: float | None = None
+    """Seconds of a window (86400: a day, UTC-aligned): each window has its own account,
+    chosen by the decision's journaled time (``ctx.now``), never the wall clock. None:
+    one account for all time."""
 
     def account(self, request: EffectRequest) -> str:
-        """The account this request draws on: ``name``, ``name@stream`` or ``name@run``."""
+        """The account this request draws on: ``name``, ``name@stream`` or ``name@run``,
+        with ``[window start, UTC]`` appended when the budget has a ``period``."""
         if self.per == "agent":
-            return f"{self.name}@{request.stream}"
-        if self.per == "run":
-            return f"{self.name}@{request.correlation_id or request.stream}"
-        return self.name
+            account = f"{self.name}@{request.stream}"
+        elif self.per == "run":
+            account = f"{self.name}@{request.correlation_id or request.stream}"
+        else:
+            account = self.name
+        if self.period is None:
+            return account
+        start = int(request.now // 1_000_000_000 // self.period * self.period)
+        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(start))
+        return f"{account}[{stamp}]"
 
     def amount(self, request: EffectRequest) -> float:
         """What admission reserves for ``request`` (ValueError when it cannot be read)."""
@@ -243,8 +255,8 @@ def _rule_problems(policy: Policy, i: int, rule: Rule, names: set[str]) -> list[
 def _budget_problems(i: int, budget: Budget, accounts: set[str]) -> list[Problem]:
     where, label = ("budgets", i), f"budget {budget.name!r}" if budget.name else f"budget #{i + 1}"
     out: list[Problem] = []
-    if not budget.name or "@" in budget.name:
-        out.append(((*where, "name"), f"budget #{i + 1}: name must be a non-empty string without '@'"))
+    if not budget.name or "@" in budget.name or "[" in budget.name:
+        out.append(((*where, "name"), f"budget #{i + 1}: name must be a non-empty string without '@' or '['"))
     elif budget.name in accounts:
         out.append(((*where, "name"), f"{label}: two budgets share this name"))
     accounts.add(budget.name)
@@ -256,6 +268,8 @@ def _budget_problems(i: int, budget: Budget, accounts: set[str]) -> list[Problem
         out.append(((*where, "limit"), f"{label}: limit must be a finite number >= 0"))
     if budget.unit in ("tokens", "money") and budget.reserve is None:
         out.append(((*where, "reserve"), f"{label}: a {budget.unit} budget says what to reserve (a number or a request field)"))
+    if budget.period is not None and not (isinstance(budget.period, (int, float)) and 1 <= budget.period < math.inf):
+        out.append(((*where, "period"), f"{label}: period must be seconds >= 1 (86400: a day)"))
     if isinstance(budget.reserve, (int, float)) and not (0 <= budget.reserve < math.inf):
         out.append(((*where, "reserve"), f"{label}: reserve must be a finite number >= 0"))
     return out

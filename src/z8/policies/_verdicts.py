@@ -75,6 +75,8 @@ class EffectRequest(msgspec.Struct, frozen=True):
     """The effect's declared timeout (seconds): what a ``seconds`` budget reserves."""
     compensation: bool = False
     """A saga's compensation: granted wherever the effect it undoes is."""
+    now: int = 0
+    """The decision's journaled time (``ctx.now``, Unix ns): what budget periods count by."""
 
 
 Gate = Callable[[EffectRequest], Verdict]
