@@ -17,6 +17,8 @@ EXAMPLES = sorted(p for p in (ROOT / "examples").glob("*.py") if not p.name.star
 
 SMALL = {name: ["--accounts", "2000", "--operations", "4000"] for name in ("fleet.py", "demo.py")}
 """Arguments that keep an example quick in the suite (its default size is for people)."""
+SMALL["demo.py"] += ["--ai-runs", "60"]
+SMALL["ai_fleet.py"] = ["--runs", "60"]
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=[e.name for e in EXAMPLES])
