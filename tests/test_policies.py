@@ -516,24 +516,22 @@ async def test_a_clean_stop_checkpoints_the_accounts_and_the_next_start_folds_fr
         fresh = z8.policies.PolicyEngine()
         for envelope in app.journal.read_all():
             if envelope.type in ("z8.EffectIntended", "z8.EffectSucceeded", "z8.EffectFailed"):
-                fresh.observe(app.journal.decode(envelope))
+                fresh.book.observe(app.journal.decode(envelope))
         assert {b.account: b.spent for b in fresh.book.balances(policy)} == balances
 
 
-def test_an_outcome_folded_as_written_is_not_held_or_charged_again_by_the_log_follower() -> None:
+def test_the_accounts_are_a_fold_of_the_log_and_a_gate_hold_is_counted_once() -> None:
     from z8.policies._budgets import BudgetBook
     intent = EffectIntended("payer-a/1/0", "wire", "irreversible", {}, budgets={"daily": 60.0})
     success = EffectSucceeded("payer-a/1/0", "wire", charged={"daily": 55.0})
-    for order in (("hold", "ahead", "intent", "outcome"), ("hold", "intent", "ahead", "outcome")):
-        book = BudgetBook()
-        for step in order:
-            if step == "hold":
-                book.hold(intent.effect_id, intent.budgets)  # admission, before the append
-            elif step == "ahead":
-                book.observe(success, ahead=True)  # the outbox, as it writes the outcome
-            else:  # the log follower, in log order
-                book.observe(intent if step == "intent" else success)
-        assert (book.spent, book.held) == ({"daily": 55.0}, {}), order
+    book = BudgetBook()
+    assert book.hold(intent.effect_id, intent.budgets) is True  # admission, before the append
+    assert book.hold(intent.effect_id, intent.budgets) is False  # a second admission of the same id
+    book.observe(intent)  # the log: the intent (already held) ...
+    assert (book.spent, book.held) == ({}, {"daily": 60.0})
+    book.observe(success)  # ... and its outcome, charged its real cost
+    book.observe(success)  # a record folded twice changes nothing
+    assert (book.spent, book.held) == ({"daily": 55.0}, {})
 
 
 async def test_a_budget_with_a_period_opens_a_new_account_each_window_by_the_decisions_time(tmp_path: Path) -> None:

@@ -289,7 +289,7 @@ def scratch_balances(record: Record, config: dict[str, Any]) -> dict[str, list[f
     """The accounts folded from every effect record from the first (no checkpoint used)."""
     engine = PolicyEngine()
     for _, _, r in record.records:
-        engine.observe(r)
+        engine.book.observe(r)
     return {b.account: [b.spent, b.held, b.limit] for b in engine.book.balances(pw.payments_policy(config))}
 
 

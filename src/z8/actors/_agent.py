@@ -262,7 +262,11 @@ class Agent(Actor):
                     host.discard(records)
                     raise InvalidDecision(f"{cctx.stream}: effect #{index}: {bad}; nothing was written") from bad
         for index, timer in enumerate(outcome.timers):
-            record = self._timer_record(timer, index, first, cctx)
+            try:
+                record = self._timer_record(timer, index, first, cctx)
+            except InvalidDecision:
+                _discard(core, records)  # the intents built above will not be written
+                raise
             if type(record) is TimerCancelled and record.timer_id not in self._z8_ledger.timers and not any(
                     type(r) is TimerSet and r.timer_id == record.timer_id for r in records):
                 continue  # cancelling a timer that is not armed changes nothing: write nothing

@@ -661,11 +661,7 @@ class Outbox:
             eff = self.effects.get(item.intent.effect)
             if eff is not None:
                 message = msgspec.structs.replace(record, result=eff.decode_result(record.result, self.journal.personal))
-        written = await self._deliver(item, [*lead, record], message)
-        observe = getattr(self.gate, "observe", None)
-        if written and observe is not None and item.intent.budgets:
-            observe(record)  # the accounts see the outcome now, not when the log follower gets to it
-        return written
+        return await self._deliver(item, [*lead, record], message)
 
     def _charged(self, item: _Item, record: EffectSucceeded) -> EffectSucceeded:
         """``record`` with the real cost of the effect for each budget that held for it."""

@@ -53,7 +53,6 @@ class BudgetBook:
         self.spent: dict[str, float] = {}
         self.held: dict[str, float] = {}
         self._open: dict[str, dict[str, float]] = {}  # effect id → its holds
-        self._ahead: dict[str, bool] = {}  # settled as written, not yet reached by the log follower
 
     # --- admission ------------------------------------------------------------------------
 
@@ -77,13 +76,14 @@ class BudgetBook:
             holds[account] = holds.get(account, 0.0) + amount
         return holds
 
-    def hold(self, effect_id: str, holds: dict[str, float]) -> None:
-        """Count ``holds`` for ``effect_id`` (once: a second call changes nothing)."""
+    def hold(self, effect_id: str, holds: dict[str, float]) -> bool:
+        """Count ``holds`` for ``effect_id`` once; False when it held already (or nothing)."""
         if not holds or effect_id in self._open:
-            return
+            return False
         self._open[effect_id] = dict(holds)
         for account, amount in holds.items():
             self.held[account] = self.held.get(account, 0.0) + amount
+        return True
 
     def discard(self, effect_id: str) -> None:
         """Give back the holds of an intent that was never journaled."""
@@ -91,30 +91,18 @@ class BudgetBook:
 
     # --- the fold -------------------------------------------------------------------------
 
-    def observe(self, record: Any, *, ahead: bool = False) -> None:
-        """Fold one effect record (others are ignored).
-
-        ``ahead``: the record is folded as it is written, before the log follower reaches
-        it (the outbox does this for the outcomes it writes). The follower then skips that
-        outcome, and the intent too if it had not reached it yet, so nothing is held or
-        charged twice whichever of the two gets there first.
-        """
+    def observe(self, record: Any) -> None:
+        """Fold one effect record, in log order (others are ignored)."""
         name = type(record).__name__
         if name == "EffectIntended":
-            if record.effect_id not in self._ahead:
-                self.hold(record.effect_id, record.budgets)
-            return
-        settles = name == "EffectSucceeded" or (name == "EffectFailed" and not record.exhausted)
-        if not settles:
-            return
-        if not ahead and self._ahead.pop(record.effect_id, False):
-            return  # folded already, when it was written
-        holds = self._release(record.effect_id)
-        if ahead:
-            self._ahead[record.effect_id] = True
-        if holds is not None and name == "EffectSucceeded":
-            for account, amount in (record.charged or holds).items():
-                self.spent[account] = self.spent.get(account, 0.0) + amount
+            self.hold(record.effect_id, record.budgets)
+        elif name == "EffectSucceeded":
+            holds = self._release(record.effect_id)
+            if holds is not None:
+                for account, amount in (record.charged or holds).items():
+                    self.spent[account] = self.spent.get(account, 0.0) + amount
+        elif name == "EffectFailed" and not record.exhausted:
+            self._release(record.effect_id)
 
     def _release(self, effect_id: str) -> dict[str, float] | None:
         holds = self._open.pop(effect_id, None)
@@ -133,7 +121,7 @@ class BudgetBook:
     def restore(self, checkpoint: BudgetsCheckpoint) -> None:
         """Start from ``checkpoint`` (the records after its position are folded next)."""
         self.spent = dict(checkpoint.spent)
-        self.held, self._open, self._ahead = {}, {}, {}
+        self.held, self._open = {}, {}
         for effect_id, holds in checkpoint.open.items():
             self.hold(effect_id, holds)
 

@@ -9,6 +9,7 @@ pair are not looked at again. Named lists of hashable values become sets.
 from __future__ import annotations
 
 import fnmatch
+import math
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -17,6 +18,7 @@ from ._verdicts import Allow, Deny, EffectRequest, RequireApproval, Verdict
 __all__ = ["CompiledPolicy", "lookup", "glob", "MISSING"]
 
 MISSING: Final = object()
+_ORDERING: Final = frozenset({">", ">=", "<", "<=", "==", "!="})
 _OPS: Final[dict[str, Callable[[Any, Any], bool]]] = {
     ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "<": lambda a, b: a < b, "<=": lambda a, b: a <= b,
     "==": lambda a, b: a == b, "!=": lambda a, b: a != b,
@@ -32,7 +34,7 @@ class _Condition:
         self.path = tuple(when.field.split("."))
         self.test = _OPS.get(when.op)
         value = when.value
-        if isinstance(value, str) and value.startswith("@"):
+        if isinstance(value, str) and value.startswith("@") and when.op in ("in", "not in"):
             value = lists.get(value[1:], ())
         elif isinstance(value, (list, tuple)) and when.op in ("in", "not in"):
             value = _as_set(value)
@@ -47,10 +49,12 @@ class _Condition:
             return found is MISSING
         if found is MISSING:
             raise ValueError(f"the request has no field {self.field!r}")
+        if isinstance(found, float) and not math.isfinite(found) and self.op in _ORDERING:
+            raise ValueError(f"{self.field!r} is not a finite number")
         try:
             return self.test(found, self.value)  # type: ignore[misc]
-        except TypeError:
-            raise ValueError(f"{self.text} cannot compare {found!r}") from None
+        except TypeError:  # the value is never quoted: it may be personal data
+            raise ValueError(f"{self.text}: the request's {self.field!r} is a {type(found).__name__}") from None
 
 
 class _Plan:

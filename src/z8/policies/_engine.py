@@ -6,12 +6,15 @@ gated effect, until ``app.migrate_policy`` moves it), and keeps the budget accou
 a fold over the journal (:mod:`z8.policies._budgets`). Adopting a policy is a journaled
 act: ``PolicyAdopted`` carries the whole policy, so an auditor can read the exact rules
 any verdict was given under.
+
+The budget accounts are folded from the journal on demand and in log order: before each
+admission that involves a budget, and before ``balances()``. So they are exactly the
+journal's, whichever process wrote the records, plus the holds this gate took for
+decisions not yet committed (given back by ``discard`` if the decision is refused).
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 from typing import Any
 
 import structlog
@@ -29,6 +32,7 @@ __all__ = ["PolicyEngine"]
 
 _log = structlog.get_logger("z8.policies")
 _BUDGET_RECORDS = frozenset({"z8.EffectIntended", "z8.EffectSucceeded", "z8.EffectFailed"})
+_PAGE = 4096
 
 
 class PolicyEngine:
@@ -48,15 +52,15 @@ class PolicyEngine:
         self._current: Policy | None = None
         self.book = BudgetBook()
         self._journal: Journal | None = None
-        self._follow: asyncio.Task[None] | None = None
         self._folded = 0  # the last global position folded into the accounts
         self._budgeted = False
+        self._admitted: set[str] = set()  # held by this gate, their intents not yet folded from the log
 
     # --- lifecycle ------------------------------------------------------------------------
 
     async def start(self, journal: Journal) -> None:
         """Read the adopted versions, adopt the configured policy if it changed, and fold
-        the budget accounts up to the log's head (then follow it)."""
+        the budget accounts up to the log's head (from the last checkpoint)."""
         self._journal = journal
         for envelope in journal.read_stream(POLICY_STREAM):
             adopted = journal.decode(envelope)
@@ -67,59 +71,56 @@ class PolicyEngine:
             await self.adopt(self._configured, by=self._by, reason="configured at start")
         head = journal.head_position()
         self._budgeted = any(v.budgets for v in self._versions.values())
-        if self._budgeted:
-            last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
-            if last:
-                checkpoint = journal.decode(last[0])
-                self.book.restore(checkpoint)
-                self._folded = checkpoint.position
-            await self._catch_up(head)
-        else:  # no version ever had budgets: no record before the head holds for one
+        if not self._budgeted:  # no version ever had budgets: no record before the head holds for one
             self._folded = head
-        self._follow = asyncio.create_task(self._follow_log(head + 1), name="z8.policies.budgets")
+            return
+        last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
+        if last:
+            checkpoint = journal.decode(last[0])
+            self.book.restore(checkpoint)
+            self._folded = checkpoint.position
+        async for envelope in journal.iter_all(self._folded + 1):  # async: the backlog may be long
+            if envelope.position > head:
+                break
+            self._fold(envelope)
+        self._folded = max(self._folded, head)
 
     async def aclose(self) -> None:
-        """Stop following the log; with budgets, journal a checkpoint of the accounts so
-        the next start folds only what comes after it."""
-        if self._follow is not None:
-            self._follow.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._follow
-            self._follow = None
+        """With budgets, journal a checkpoint of the accounts so the next start folds only
+        what comes after it."""
         journal = self._journal
         if journal is None or journal.closed or not self._budgeted:
             return
-        head = journal.head_position()
-        if head <= self._folded:
-            return
-        await self._catch_up(head)
+        self.sync()
+        if journal.head_position() <= self._folded and journal.stream_version(BUDGETS_STREAM):
+            last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
+            if last and journal.decode(last[0]).position == self._folded:
+                return  # nothing new since the last checkpoint
         try:
-            await journal.append(BUDGETS_STREAM, [self.book.checkpoint(head)], actor="$policies",
+            await journal.append(BUDGETS_STREAM, [self.book.checkpoint(self._folded)], actor="$policies",
                                  allow_reserved=True)
         except Z8Error as error:  # only costs a longer fold at the next start
             _log.warning("policies.checkpoint_failed", error=repr(error))
 
-    async def _catch_up(self, head: int) -> None:
-        """Fold the effect records after the last folded position up to ``head``."""
+    def sync(self) -> None:
+        """Fold the effect records committed since the last fold (in log order, so the
+        accounts are exactly those of the journal up to its head, plus the holds this gate
+        took for decisions not yet committed)."""
         journal = self._journal
-        assert journal is not None
-        async for envelope in journal.iter_all(self._folded + 1):
-            if envelope.position > head:
-                break
-            if envelope.type in _BUDGET_RECORDS:
-                self.book.observe(journal.decode(envelope))
-        self._folded = max(self._folded, head)
+        if journal is None or journal.closed:
+            return
+        while page := journal.read_all(self._folded + 1, _PAGE):
+            for envelope in page:
+                self._fold(envelope)
+            self._folded = page[-1].position
 
-    async def _follow_log(self, start: int) -> None:
-        journal = self._journal
-        assert journal is not None
-        async with journal.subscribe(start, types=_BUDGET_RECORDS) as records:
-            async for envelope in records:
-                try:
-                    self.book.observe(journal.decode(envelope))
-                except Exception:  # one bad record must not stop the accounts
-                    _log.exception("policies.observe_failed", position=envelope.position)
-                self._folded = envelope.position
+    def _fold(self, envelope: Any) -> None:
+        if envelope.type not in _BUDGET_RECORDS:
+            return
+        record = self._journal.decode(envelope)  # type: ignore[union-attr]
+        if envelope.type == "z8.EffectIntended":
+            self._admitted.discard(record.effect_id)
+        self.book.observe(record)
 
     # --- versions -------------------------------------------------------------------------
 
@@ -187,25 +188,25 @@ class PolicyEngine:
         budgets = compiled.plan(request.agent, capability).budgets
         if not budgets:
             return verdict
+        self.sync()
         holds = self.book.admit(budgets, compiled.version, request)
         if isinstance(holds, Deny):
             return holds
-        self.book.hold(request.effect_id, holds)
+        if self.book.hold(request.effect_id, holds):
+            self._admitted.add(request.effect_id)
         if isinstance(verdict, Allow):
             return Allow(verdict.rule, verdict.policy_version, holds)
         assert isinstance(verdict, RequireApproval)
         return RequireApproval(verdict.approvers, verdict.quorum, verdict.timeout, verdict.rule,
                                verdict.policy_version, holds)
 
-    def observe(self, record: Any) -> None:
-        """Fold an outcome into the accounts as it is written (the log follower, reaching
-        it later, skips it)."""
-        self.book.observe(record, ahead=True)
-
     def discard(self, effect_id: str) -> None:
         """The intent ``effect_id`` was not journaled (its decision was refused): give
-        back what its admission held."""
-        self.book.discard(effect_id)
+        back what this gate held for it (nothing, if the hold was not this call's: an
+        enqueue under a key already journaled)."""
+        if effect_id in self._admitted:
+            self._admitted.discard(effect_id)
+            self.book.discard(effect_id)
 
     def charges(self, intent: Any, result: Any, elapsed: float | None) -> dict[str, float]:
         """What the success of ``intent`` (an ``EffectIntended``) costs each account
@@ -216,5 +217,7 @@ class PolicyEngine:
         return charges(policy, intent.budgets, result, elapsed) if policy is not None else dict(intent.budgets)
 
     def balances(self) -> list[BudgetBalance]:
-        """Every budget account with activity: spent, held, limit (under the current policy)."""
+        """Every budget account with activity as of the journal's head: spent, held, limit
+        (under the current policy)."""
+        self.sync()
         return self.book.balances(self._current)

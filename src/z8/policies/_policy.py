@@ -201,7 +201,14 @@ def validate(policy: Policy) -> list[Problem]:
         problems.append((("name",), "name must be a non-empty string"))
     if not isinstance(policy.version, str) or not policy.version:
         problems.append((("version",), "version must be a non-empty string (e.g. '2026-11-22.1')"))
+    for field in ("grants", "rules", "budgets"):
+        if not isinstance(getattr(policy, field), (list, tuple)):
+            problems.append(((field,), f"{field} must be a list"))
+            return problems
     for i, grant in enumerate(policy.grants):
+        if not isinstance(grant.capabilities, (list, tuple)):
+            problems.append((("grants", i, "capabilities"), f"grant #{i + 1}: capabilities must be a list of names"))
+            continue
         if not grant.agent:
             problems.append((("grants", i, "agent"), f"grant #{i + 1}: agent must name an agent type or '*'"))
         if not grant.capabilities or not all(isinstance(c, str) and c for c in grant.capabilities):
@@ -226,6 +233,9 @@ def _rule_problems(policy: Policy, i: int, rule: Rule, names: set[str]) -> list[
     elif rule.name in names:
         out.append(((*where, "name"), f"{label}: two rules share this name; rule names must be unique"))
     names.add(rule.name)
+    if not isinstance(rule.approvers, (list, tuple)) or not isinstance(rule.when, (list, tuple)):
+        out.append(((*where, "approvers"), f"{label}: approvers and when must be lists"))
+        return out
     if rule.then not in ("allow", "deny", "approval"):
         out.append(((*where, "then"), f"{label}: then must be 'allow', 'deny' or 'approval', got {rule.then!r}"))
     for j, when in enumerate(rule.when):
@@ -260,6 +270,9 @@ def _budget_problems(i: int, budget: Budget, accounts: set[str]) -> list[Problem
     elif budget.name in accounts:
         out.append(((*where, "name"), f"{label}: two budgets share this name"))
     accounts.add(budget.name)
+    if not isinstance(budget.agents, (list, tuple)) or not isinstance(budget.capabilities, (list, tuple)) \
+            or not budget.agents or not budget.capabilities:
+        out.append(((*where, "capabilities"), f"{label}: agents and capabilities must be non-empty lists"))
     if budget.unit not in UNITS:
         out.append(((*where, "unit"), f"{label}: unit must be one of {', '.join(UNITS)}, got {budget.unit!r}"))
     if budget.per not in ("pool", "agent", "run"):
@@ -295,5 +308,6 @@ def _lookup(value: Any, path: str) -> Any:
 
 def _number(value: Any, what: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
-        raise ValueError(f"{what} is {value!r}, not an amount >= 0")
+        # the value is never quoted: it may be personal data
+        raise ValueError(f"{what} is not an amount >= 0 (a {type(value).__name__})")
     return float(value)
