@@ -7,14 +7,19 @@ a fold over the journal (:mod:`z8.policies._budgets`). Adopting a policy is a jo
 act: ``PolicyAdopted`` carries the whole policy, so an auditor can read the exact rules
 any verdict was given under.
 
-The budget accounts are folded from the journal on demand and in log order: before each
-admission that involves a budget, and before ``balances()``. So they are exactly the
-journal's, whichever process wrote the records, plus the holds this gate took for
-decisions not yet committed (given back by ``discard`` if the decision is refused).
+The budget accounts are folded from the journal in log order, each position once: by a
+follower as commits land, and up to the head before ``balances()``. So they are the
+journal's, whichever process wrote the records, plus the holds this gate took for its
+own decisions before they were committed (given back by ``discard`` if a decision is
+refused). Admission reads the accounts as folded: a release or a charge committed in the
+last milliseconds may not be counted yet, which only makes admission stricter, unless an
+effect's real cost exceeds what it held or another process admitted in that window.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -55,6 +60,7 @@ class PolicyEngine:
         self._folded = 0  # the last global position folded into the accounts
         self._budgeted = False
         self._admitted: set[str] = set()  # held by this gate, their intents not yet folded from the log
+        self._follow: asyncio.Task[None] | None = None
 
     # --- lifecycle ------------------------------------------------------------------------
 
@@ -84,10 +90,16 @@ class PolicyEngine:
                 break
             self._fold(envelope)
         self._folded = max(self._folded, head)
+        self._follow = asyncio.create_task(self._follow_log(), name="z8.policies.budgets")
 
     async def aclose(self) -> None:
         """With budgets, journal a checkpoint of the accounts so the next start folds only
         what comes after it."""
+        if self._follow is not None:
+            self._follow.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follow
+            self._follow = None
         journal = self._journal
         if journal is None or journal.closed or not self._budgeted:
             return
@@ -109,10 +121,29 @@ class PolicyEngine:
         journal = self._journal
         if journal is None or journal.closed:
             return
-        while page := journal.read_all(self._folded + 1, _PAGE):
+        while True:  # one read transaction when nothing is new
+            page = journal.read_all(self._folded + 1, _PAGE)
             for envelope in page:
                 self._fold(envelope)
-            self._folded = page[-1].position
+            if page:
+                self._folded = page[-1].position
+            if len(page) < _PAGE:
+                return
+
+    async def _follow_log(self) -> None:
+        """Keep the accounts close to the log's head between admissions (in batches, as
+        commits land); ``sync`` and this fold each position once, in order."""
+        journal = self._journal
+        assert journal is not None
+        async with journal.subscribe(self._folded + 1, types=_BUDGET_RECORDS) as records:
+            async for envelope in records:
+                if envelope.position <= self._folded:
+                    continue  # sync() got there first
+                try:
+                    self._fold(envelope)
+                except Exception:  # one bad record must not stop the accounts
+                    _log.exception("policies.fold_failed", position=envelope.position)
+                self._folded = envelope.position
 
     def _fold(self, envelope: Any) -> None:
         if envelope.type not in _BUDGET_RECORDS:
@@ -188,7 +219,6 @@ class PolicyEngine:
         budgets = compiled.plan(request.agent, capability).budgets
         if not budgets:
             return verdict
-        self.sync()
         holds = self.book.admit(budgets, compiled.version, request)
         if isinstance(holds, Deny):
             return holds
