@@ -82,7 +82,8 @@ async def run_worker(path: Path, url: str, runs: int) -> None:
 
         async def starter() -> None:
             for run_id in pending:  # one shared iterator: each run is started once
-                await app.dispatch(Triage.StartRun(run_id=run_id, query=f"double charged (ticket {run_id})"))
+                await app.dispatch(Triage.StartRun(run_id=run_id, query=f"double charged (ticket {run_id})"),
+                                   timeout=120)
 
         await asyncio.gather(*(starter() for _ in range(IN_FLIGHT)))
         print("started", flush=True)
