@@ -799,11 +799,33 @@ class Outbox:
             raise EffectNotFound(f"no effect {effect_id!r} is awaiting an outcome here")
         return item
 
+    async def known(self, effect_id: str, timeout: float = 5.0) -> _Item:
+        """The item of ``effect_id``, waiting (up to ``timeout`` s) for this outbox to
+        reach its intent when it is journaled but not yet observed (an approval sent
+        right after the decision that asked for the effect); EffectNotFound otherwise."""
+        item = self._items.get(effect_id)
+        if item is not None or not self.active or not isinstance(effect_id, str) or effect_id.count("/") < 2:
+            return self.item(effect_id)
+        stream = effect_id.rsplit("/", 2)[0]
+        try:
+            envelopes = self.journal.read_stream(stream)
+        except Z8Error:
+            return self.item(effect_id)
+        position = next((e.position for e in envelopes if e.type == "z8.EffectIntended"
+                         and self.journal.decode(e).effect_id == effect_id), None)
+        if position is None:
+            return self.item(effect_id)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self._position < position and not self._closing and loop.time() < deadline:
+            await asyncio.sleep(0.005)
+        return self.item(effect_id)
+
     def listing(self, *statuses: str) -> list[EffectView]:
         return [item.view() for item in self._items.values() if item.status in statuses]
 
     async def approve(self, effect_id: str, by: str, approve: bool, reason: str) -> None:
-        item = self.item(effect_id)
+        item = await self.known(effect_id)
         if item.status != PARKED:
             raise EffectStateError(f"effect {effect_id!r} is {item.status}, not awaiting approval")
         approvers = item.intent.approvers
