@@ -550,3 +550,16 @@ async def test_a_budget_with_a_period_opens_a_new_account_each_window_by_the_dec
         assert {b.limit for b in app.budgets()} == {100.0}
     with pytest.raises(InvalidPolicy, match="period must be seconds >= 1"):
         budget_policy(Budget("daily", "money", 100, reserve="amount", period=0))
+
+
+async def test_a_policy_with_budgets_adopted_at_run_time_keeps_its_accounts(tmp_path: Path) -> None:
+    async with app_for(tmp_path, base_policy("v1", rules=())) as app:
+        await app.dispatch(Pay("a", 10.0))  # before any budget: never counted
+        await outcomes(app, "payer-a")
+        await app.adopt_policy(base_policy("v2", rules=(), budgets=(Budget("daily", "money", 100, reserve="amount"),)),
+                               by="finance")
+        await app.dispatch(Pay("b", 60.0))  # judged by v2: held, then charged
+        await outcomes(app, "payer-b")
+        await app.dispatch(Pay("c", 50.0))  # 60 + 50 > 100, once the first charge is folded
+        assert (await outcomes(app, "payer-c"))[0].error == "BudgetExceeded"
+        assert [(b.account, b.spent, b.held) for b in app.budgets()] == [("daily", 60.0, 0.0)]

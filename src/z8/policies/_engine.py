@@ -77,18 +77,18 @@ class PolicyEngine:
             await self.adopt(self._configured, by=self._by, reason="configured at start")
         head = journal.head_position()
         self._budgeted = any(v.budgets for v in self._versions.values())
-        if not self._budgeted:  # no version ever had budgets: no record before the head holds for one
-            self._folded = head
-            return
-        last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
-        if last:
-            checkpoint = journal.decode(last[0])
-            self.book.restore(checkpoint)
-            self._folded = checkpoint.position
-        async for envelope in journal.iter_all(self._folded + 1):  # async: the backlog may be long
-            if envelope.position > head:
-                break
-            self._fold(envelope)
+        if self._budgeted:
+            last = journal.read_stream(BUDGETS_STREAM, backward=True, limit=1)
+            if last:
+                checkpoint = journal.decode(last[0])
+                self.book.restore(checkpoint)
+                self._folded = checkpoint.position
+            async for envelope in journal.iter_all(self._folded + 1):  # async: the backlog may be long
+                if envelope.position > head:
+                    break
+                self._fold(envelope)
+        # without budgets so far, no record before the head holds for one; the follower
+        # runs anyway, for a policy with budgets adopted later
         self._folded = max(self._folded, head)
         self._follow = asyncio.create_task(self._follow_log(), name="z8.policies.budgets")
 
@@ -146,7 +146,7 @@ class PolicyEngine:
                 self._folded = envelope.position
 
     def _fold(self, envelope: Any) -> None:
-        if envelope.type not in _BUDGET_RECORDS:
+        if not self._budgeted or envelope.type not in _BUDGET_RECORDS:
             return
         record = self._journal.decode(envelope)  # type: ignore[union-attr]
         if envelope.type == "z8.EffectIntended":
