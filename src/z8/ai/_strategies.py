@@ -37,6 +37,14 @@ __all__ = [
 ]
 
 
+def _counts(strategy: Any, *fields: str) -> None:
+    """InvalidSpec unless each of ``strategy``'s ``fields`` is an int >= 1."""
+    for field in fields:
+        value = getattr(strategy, field)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InvalidSpec(f"{type(strategy).__name__}: {field} must be an int >= 1, got {value!r}")
+
+
 # --- what strategies read and say ---------------------------------------------------------
 
 
@@ -367,10 +375,7 @@ class TreeOfThought(Strategy, frozen=True):
         fresh: list[int] = []
 
     def __post_init__(self) -> None:
-        for field in ("k", "beam", "depth"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSpec(f"TreeOfThought: {field} must be an int >= 1, got {value!r}")
+        _counts(self, *("k", "beam", "depth"))
 
     def min_rounds(self) -> int:
         return 2 * self.depth + 1
@@ -474,10 +479,7 @@ class GraphOfThought(Strategy, frozen=True):
         aggregates: list[int] = []
 
     def __post_init__(self) -> None:
-        for field in ("k", "groups"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSpec(f"GraphOfThought: {field} must be an int >= 1, got {value!r}")
+        _counts(self, *("k", "groups"))
 
     def min_rounds(self) -> int:
         return 4
@@ -567,10 +569,7 @@ class ExactSearch(Strategy, frozen=True):
         rejected: list[str] = []
 
     def __post_init__(self) -> None:
-        for field in ("candidates", "rounds"):
-            value = getattr(self, field)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InvalidSpec(f"ExactSearch: {field} must be an int >= 1, got {value!r}")
+        _counts(self, *("candidates", "rounds"))
 
     def min_rounds(self) -> int:
         return 2
@@ -640,8 +639,7 @@ class SelfRefine(Strategy, frozen=True):
         critique: int = 0
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_rounds, bool) or not isinstance(self.max_rounds, int) or self.max_rounds < 1:
-            raise InvalidSpec(f"SelfRefine: max_rounds must be an int >= 1, got {self.max_rounds!r}")
+        _counts(self, "max_rounds")
 
     def min_rounds(self) -> int:
         return 2

@@ -806,10 +806,10 @@ class Outbox:
         item = self._items.get(effect_id)
         if item is not None or not self.active or not isinstance(effect_id, str) or effect_id.count("/") < 2:
             return self.item(effect_id)
-        stream = effect_id.rsplit("/", 2)[0]
-        try:
-            envelopes = self.journal.read_stream(stream)
-        except Z8Error:
+        stream, version, _ = effect_id.rsplit("/", 2)
+        try:  # the decision's append starts at the id's version: its intent is at or after it
+            envelopes = self.journal.read_stream(stream, int(version))
+        except (Z8Error, ValueError):
             return self.item(effect_id)
         position = next((e.position for e in envelopes if e.type == "z8.EffectIntended"
                          and self.journal.decode(e).effect_id == effect_id), None)
