@@ -226,6 +226,22 @@ async def test_an_idle_agent_passivates_and_comes_back(journal: Journal) -> None
         assert await again.ask(Deposit("1", 1)) == 8
 
 
+async def test_an_agent_busier_than_its_idle_timeout_stays_until_it_is_quiet(journal: Journal) -> None:
+    async with z8.Runtime(journal) as rt:
+        acct = rt.spawn(Sleepy, name="account-1")
+        await acct.ask(OpenAccount("1", "ada"))
+        loop = asyncio.get_running_loop()
+        busy_until = loop.time() + 0.3  # six idle timeouts, a message every 10 ms
+        while loop.time() < busy_until:
+            await acct.ask(Deposit("1", 1))
+            await asyncio.sleep(0.01)
+            assert acct.alive, "passivated while messages kept coming"
+        quiet = loop.time()
+        while acct.alive and loop.time() - quiet < 2:
+            await asyncio.sleep(0.01)
+        assert not acct.alive and 0.04 <= loop.time() - quiet < 1.0
+
+
 async def test_an_agent_restarted_often_still_snapshots_every_n_events(journal: Journal) -> None:
     async with z8.Runtime(journal) as rt:
         for round_ in range(3):  # three short lives of 3 events each (plus the opening)

@@ -154,15 +154,17 @@ class Agent(Actor):
         # Count from the stored snapshot, not from this process's start: an agent restarted
         # often must still snapshot every N events of its stream.
         self._z8_since_snapshot = self._z8_version - snapshot_version
+        self._z8_loop = asyncio.get_running_loop()
         self._z8_idle: asyncio.TimerHandle | None = None
-        self._arm_idle()
+        self._z8_active = self._z8_loop.time()
+        self._arm_idle(self.idle_timeout)
 
     async def on_stop(self, ctx: ActorContext) -> None:
         if self._z8_idle is not None:
             self._z8_idle.cancel()
 
     async def receive(self, message: Any, ctx: ActorContext) -> Any:
-        self._arm_idle()
+        self._z8_active = self._z8_loop.time()  # the idle timer, when it fires, waits out the rest
         for _ in range(self.agent_max_retries + 1):
             try:
                 return await self._handle(message, ctx)
@@ -348,17 +350,21 @@ class Agent(Actor):
                 self._z8_journal.save_snapshot(stream, self._z8_version, data, self.agent_state_schema)
             )
 
-    def _arm_idle(self) -> None:
-        if self.idle_timeout is None:
-            return
-        if self._z8_idle is not None:
-            self._z8_idle.cancel()
-        loop = asyncio.get_running_loop()
-        self._z8_idle = loop.call_later(self.idle_timeout, self._passivate)
+    def _arm_idle(self, after: float | None) -> None:
+        """One timer per idle period, not one per message: ``receive`` only notes the time
+        of the last message, and the timer, when it fires early, waits out the rest."""
+        if after is not None:
+            self._z8_idle = self._z8_loop.call_later(after, self._passivate)
 
     def _passivate(self) -> None:
-        if len(self._z8_ctx._cell.mailbox) == 0:  # noqa: SLF001 - nothing waiting: leave memory
+        assert self.idle_timeout is not None
+        rest = self._z8_active + self.idle_timeout - self._z8_loop.time()
+        if rest > 0:  # a message came since the timer was set
+            self._arm_idle(rest)
+        elif len(self._z8_ctx._cell.mailbox) == 0:  # noqa: SLF001 - nothing waiting: leave memory
             self._z8_ctx.stop()
+        else:
+            self._arm_idle(self.idle_timeout)
 
 
 def fold_decision(agent: Agent, state: Any, events: list[Any], path: str) -> Any:
