@@ -5,6 +5,7 @@
 
 from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
 from ._models import MODEL_CAPABILITY, MODEL_EFFECT, Models, ModelSpec, digest_messages
+from ._http import PooledTransport
 from ._providers import AnthropicProvider, OpenAIProvider, Provider, ScriptedProvider
 from ._tools import Tool, tool
 from ._agent import Agent, route
@@ -19,7 +20,7 @@ from ._strategies import (
 )
 
 __all__ = ["Message", "ModelRequest", "ModelResponse", "ToolCall", "ToolSpec", "Usage",
-           "Provider", "OpenAIProvider", "AnthropicProvider", "ScriptedProvider",
+           "Provider", "OpenAIProvider", "AnthropicProvider", "ScriptedProvider", "PooledTransport",
            "Models", "ModelSpec", "MODEL_EFFECT", "MODEL_CAPABILITY", "digest_messages",
            "Tool", "tool",
            # agents and runs (engineer B)

@@ -1,8 +1,8 @@
 """Model providers: OpenAI-compatible chat completions, Anthropic Messages, and a scripted double.
 
 A provider turns one :class:`~z8.ai.ModelRequest` into one :class:`~z8.ai.ModelResponse`.
-The HTTP providers own one ``httpx.AsyncClient`` each (reused across calls; pass
-``transport=`` or ``client=`` to test them), send the call's idempotency key as the
+The HTTP providers own one ``httpx.AsyncClient`` each (reused across calls), carried by
+:class:`~z8.ai.PooledTransport` (pass ``transport=`` or ``client=`` to replace it), send the call's idempotency key as the
 ``Idempotency-Key`` header, retry 429 and 5xx answers themselves (honouring
 ``Retry-After``, bounded by ``max_wait``) and raise :class:`~z8.errors.ProviderError`
 when the provider keeps refusing or refuses outright (other 4xx). An answer that is not a
@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import time
+import urllib.request
 from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
@@ -24,6 +25,7 @@ import msgspec
 
 from z8.errors import InvalidModelResponse, ProviderError
 
+from ._http import PooledTransport
 from ._messages import Message, ModelRequest, ModelResponse, ToolCall, Usage
 from ._scripted import ScriptedCall, ScriptedProvider
 
@@ -71,6 +73,20 @@ def retry_after(headers: httpx.Headers | dict[str, str], *, now: float | None = 
     return max(0.0, when.timestamp() - (time.time() if now is None else now))
 
 
+_DEFAULT_HEADERS = {"accept": "application/json", "accept-encoding": "gzip, deflate",
+                    "user-agent": f"z8 python-httpx/{httpx.__version__}"}
+
+
+def _default_transport(base_url: str, max_connections: int) -> httpx.AsyncBaseTransport:
+    """PooledTransport, or httpx's transport through the environment's proxy for ``base_url``."""
+    url = httpx.URL(base_url)
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if proxy and not urllib.request.proxy_bypass(url.host):
+        return httpx.AsyncHTTPTransport(proxy=proxy, limits=httpx.Limits(max_connections=max_connections))
+    return PooledTransport(max_connections=max_connections)
+
+
 def _error_text(response: httpx.Response) -> str:
     """The provider's own error message, when its body carries one."""
     try:
@@ -90,9 +106,8 @@ class HTTPProvider:
     after a 429 or 5xx answer (so at most ``max_retries + 1`` requests); each waits what
     ``Retry-After`` asks, or ``backoff * 2**n`` seconds without it. A wait longer than
     ``max_wait`` is not waited: the call fails with ``ProviderError`` at once.
-    ``max_connections`` sizes the client's pool (connections are kept alive and reused)
-    and bounds the requests in flight: the others wait their turn outside the client,
-    whose pool gets slow when thousands of requests queue inside it.
+    ``max_connections`` bounds the connections (kept alive and reused) and so the requests
+    in flight; the others wait their turn in the transport.
     """
 
     name = "http"
@@ -124,42 +139,48 @@ class HTTPProvider:
         self.headers = dict(headers or {})
         self._transport = transport
         self._client = client
-        self._owns_client = client is None
+        self._carrier: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._slots: asyncio.Semaphore | None = None
+        self._timeouts = httpx.Timeout(timeout, pool=None).as_dict()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
 
-    def _http(self) -> httpx.AsyncClient:
-        """The provider's client. An owned client is rebuilt when used from another event
-        loop (its pooled connections belong to the loop that opened them)."""
+    def _transport_now(self) -> httpx.AsyncBaseTransport:
+        """What carries this event loop's requests: the ``transport`` given, else one built
+        on first use in each event loop (its connections belong to that loop):
+        :class:`~z8.ai.PooledTransport`, or httpx's own transport through the proxy the
+        environment names for the base URL (``HTTPS_PROXY``/``HTTP_PROXY``, ``NO_PROXY``)."""
         loop = asyncio.get_running_loop()
-        if self._client is None or (self._owns_client and self._loop is not loop):
-            limits = httpx.Limits(max_connections=self.max_connections,
-                                  max_keepalive_connections=self.max_connections)
-            self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout), limits=limits,
-                                             transport=self._transport)
-        if self._loop is not loop:
-            self._slots = asyncio.Semaphore(self.max_connections)
+        if self._carrier is None or self._loop is not loop:
+            self._carrier = self._transport or _default_transport(self.base_url, self.max_connections)
             self._loop = loop
-        return self._client
+        return self._carrier
 
     async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
-        """One HTTP attempt, in one of the ``max_connections`` slots."""
-        client = self._http()
-        assert self._slots is not None
-        async with self._slots:
-            return await client.post(url, content=body, headers=headers)
+        """One HTTP attempt, read whole. Through the ``client`` given, or straight to the
+        transport as an ``httpx.Request`` (an ``AsyncClient``'s cookies, redirects and auth
+        flow cost more CPU than the transport itself, and a model API needs none of them);
+        waiting for a free connection has no time limit of its own."""
+        if self._client is not None:
+            return await self._client.post(url, content=body, headers=headers)
+        request = httpx.Request("POST", url, headers={**_DEFAULT_HEADERS, **headers}, content=body,
+                                extensions={"timeout": self._timeouts})
+        response = await self._transport_now().handle_async_request(request)
+        try:
+            await response.aread()
+        finally:
+            await response.aclose()
+        return response
 
     async def aclose(self) -> None:
-        """Close the client this provider opened (a client passed in is the caller's), before
-        its event loop ends. The provider stays usable: the next call opens a new client."""
-        if self._client is not None and self._owns_client:
-            client, self._client = self._client, None
-            if self._loop is asyncio.get_running_loop():
-                await client.aclose()
-            # else it was opened on an event loop that has ended, and its connections with it
+        """Close the connections this provider opened (a ``client`` or ``transport`` passed
+        in is the caller's), before its event loop ends. The provider stays usable: the next
+        call opens new ones."""
+        carrier, self._carrier = self._carrier, None
+        if carrier is not None and carrier is not self._transport and self._loop is asyncio.get_running_loop():
+            await carrier.aclose()
+        # else it was opened on an event loop that has ended, and its connections with it
 
     def _auth_headers(self) -> dict[str, str]:
         return {}
