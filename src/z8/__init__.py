@@ -7,7 +7,7 @@ re-exports the public API, and each subpackage (``z8.journal``…) its own.
 from z8 import errors
 from z8.errors import Z8Error
 from z8.actors import Actor, ActorContext, ActorRef, Agent, Decision, Machine, ThreadActor, reject
-from z8.app import Application, Router
+from z8.app import Application, Router, tune_gc
 from z8.effects import Call, CancelTimer, Queue, Retry, Saga, Schedule, Timer, effect
 from z8.policies import Policy
 from z8.ids import uuid7
@@ -42,6 +42,7 @@ __all__ = [
     "ActorRef",
     "Agent",
     "Application",
+    "tune_gc",
     "Router",
     "Decision",
     "reject",

@@ -8,6 +8,7 @@ from ._application import Application
 from ._handlers import EventHandler, Retry, Skip, Stop, Verdict
 from ._middleware import log_commands, validate_commands
 from ._router import Middleware, Route, Router
+from ._tuning import FLEET_GC_THRESHOLDS, tune_gc
 
 __all__ = [
     "Application",
@@ -19,6 +20,8 @@ __all__ = [
     "Skip",
     "Stop",
     "Verdict",
+    "FLEET_GC_THRESHOLDS",
+    "tune_gc",
     "log_commands",
     "validate_commands",
 ]
