@@ -27,7 +27,7 @@ carrying an ``Idempotency-Key`` (as model calls do).
 
 Timeouts come from the request (``httpx.Timeout``): ``pool`` bounds the wait for a
 connection, ``connect`` the TCP (and TLS) set-up, ``write`` the send, ``read`` the wait for
-the response head and, separately, for its body.
+the whole answer (head and body together, not each chunk).
 """
 
 from __future__ import annotations
@@ -108,11 +108,14 @@ class PooledTransport(httpx.AsyncBaseTransport):
             origin = self._origins[key] = _Origin(self.max_connections)
         timeouts = request.extensions.get("timeout", {})
         payload = _serialize(request, await request.aread())
-        try:
-            async with asyncio.timeout(timeouts.get("pool")):
-                await origin.slots.acquire()
-        except TimeoutError:
-            raise httpx.PoolTimeout("no connection became free in time", request=request) from None
+        if origin.slots.locked():
+            try:
+                async with asyncio.timeout(timeouts.get("pool")):
+                    await origin.slots.acquire()
+            except TimeoutError:
+                raise httpx.PoolTimeout("no connection became free in time", request=request) from None
+        else:
+            await origin.slots.acquire()  # free: does not wait
         try:
             connection = self._checkout(origin)
             try:
@@ -184,10 +187,13 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 if reused:
                     raise _Stale from error
                 raise httpx.WriteError(f"sending the request failed: {error}", request=request) from error
-            status, reason, version, headers = await _read_head(connection.reader, request, timeouts.get("read"),
-                                                                reused)
-            body, reusable = await _read_body(connection.reader, request, status, version, headers,
-                                              timeouts.get("read"))
+            read = timeouts.get("read")
+            try:
+                async with asyncio.timeout(read):
+                    status, reason, version, headers = await _read_head(connection.reader, request, reused)
+                    body, reusable = await _read_body(connection.reader, request, status, version, headers)
+            except TimeoutError:
+                raise httpx.ReadTimeout(f"no complete answer within {read} s", request=request) from None
             clean = True
         finally:
             if clean and reusable and not self._closed:
@@ -195,7 +201,7 @@ class PooledTransport(httpx.AsyncBaseTransport):
                 origin.idle.append(connection)
             else:
                 connection.close()
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body), request=request,
+        return httpx.Response(status, headers=headers, content=body, request=request,  # read (and decoded) here
                               extensions={"http_version": version, "reason_phrase": reason})
 
 
@@ -226,16 +232,13 @@ def _retry_safe(request: httpx.Request) -> bool:
     return request.method.encode() in _IDEMPOTENT or "idempotency-key" in request.headers
 
 
-async def _read_head(reader: asyncio.StreamReader, request: httpx.Request, timeout: float | None,
+async def _read_head(reader: asyncio.StreamReader, request: httpx.Request,
                      reused: bool) -> tuple[int, bytes, bytes, list[tuple[bytes, bytes]]]:
     """(status, reason, version, headers) of the final answer (1xx answers skipped)."""
     first = True
     while True:
         try:
-            async with asyncio.timeout(timeout):
-                head = await reader.readuntil(b"\r\n\r\n")
-        except TimeoutError:
-            raise httpx.ReadTimeout(f"no answer within {timeout} s", request=request) from None
+            head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as error:
             if first and reused and not error.partial:
                 raise _Stale from error
@@ -266,7 +269,7 @@ async def _read_head(reader: asyncio.StreamReader, request: httpx.Request, timeo
 
 
 async def _read_body(reader: asyncio.StreamReader, request: httpx.Request, status: int, version: bytes,
-                     headers: list[tuple[bytes, bytes]], timeout: float | None) -> tuple[bytes, bool]:
+                     headers: list[tuple[bytes, bytes]]) -> tuple[bytes, bool]:
     """(body, whether the connection may be reused)."""
     lengths, chunked, keep_alive = set(), False, version == b"HTTP/1.1"
     for name, value in headers:
@@ -281,16 +284,13 @@ async def _read_body(reader: asyncio.StreamReader, request: httpx.Request, statu
     if request.method == "HEAD" or status in (204, 304) or status < 200:
         return b"", keep_alive
     try:
-        async with asyncio.timeout(timeout):
-            if chunked:
-                return await _read_chunked(reader, request), keep_alive and not lengths
-            if lengths:
-                if len(lengths) > 1 or not next(iter(lengths)).isdigit():
-                    raise httpx.RemoteProtocolError(f"invalid Content-Length {sorted(lengths)!r}", request=request)
-                return await reader.readexactly(int(next(iter(lengths)))), keep_alive
-            return await reader.read(), False  # delimited by the end of the connection
-    except TimeoutError:
-        raise httpx.ReadTimeout(f"the answer's body did not arrive within {timeout} s", request=request) from None
+        if chunked:
+            return await _read_chunked(reader, request), keep_alive and not lengths
+        if lengths:
+            if len(lengths) > 1 or not next(iter(lengths)).isdigit():
+                raise httpx.RemoteProtocolError(f"invalid Content-Length {sorted(lengths)!r}", request=request)
+            return await reader.readexactly(int(next(iter(lengths)))), keep_alive
+        return await reader.read(), False  # delimited by the end of the connection
     except asyncio.IncompleteReadError as error:
         raise httpx.RemoteProtocolError("the server closed the connection in the middle of the answer's body",
                                         request=request) from error

@@ -142,6 +142,7 @@ class HTTPProvider:
         self._carrier: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._timeouts = httpx.Timeout(timeout, pool=None).as_dict()
+        self._url: tuple[str, httpx.URL] | None = None
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.base_url}>"
@@ -157,7 +158,13 @@ class HTTPProvider:
             self._loop = loop
         return self._carrier
 
-    async def _send(self, url: str, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    def _endpoint(self) -> httpx.URL:
+        """The URL requests go to, parsed once (per ``base_url``)."""
+        if self._url is None or self._url[0] != self.base_url:
+            self._url = (self.base_url, httpx.URL(f"{self.base_url}{self.path}"))
+        return self._url[1]
+
+    async def _send(self, url: httpx.URL, body: bytes, headers: dict[str, str]) -> httpx.Response:
         """One HTTP attempt, read whole. Through the ``client`` given, or straight to the
         transport as an ``httpx.Request`` (an ``AsyncClient``'s cookies, redirects and auth
         flow cost more CPU than the transport itself, and a model API needs none of them);
@@ -190,7 +197,7 @@ class HTTPProvider:
         headers = {"content-type": "application/json", **self._auth_headers(), **self.headers}
         if key:
             headers["idempotency-key"] = key
-        url = f"{self.base_url}{self.path}"
+        url = self._endpoint()
         for attempt in range(self.max_retries + 1):
             response = await self._send(url, body, headers)
             status = response.status_code
