@@ -53,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Personal", "Subject", "ERASED", "PersonalCodec", "SEALED_EXT", "ERASED_EXT", "check_type", "has_personal", "subject_of",
+    "subject_field",
 ]
 
 SEALED_EXT: Final = 90
@@ -452,6 +453,15 @@ def subject_of(value: Any) -> Any:
         return None
     plan = plan_of(type(value))
     return None if plan is None or plan.subject is None else getattr(value, plan.subject)
+
+
+def subject_field(cls: type) -> msgspec.structs.FieldInfo | None:
+    """The ``z8.Subject`` field of Struct class ``cls`` (None: it has none)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for info in msgspec.structs.fields(cls):
+        if _field_marker(hints.get(info.name, info.type))[0] is _SUBJECT:
+            return info
+    return None
 
 
 # --- the codec --------------------------------------------------------------------------
