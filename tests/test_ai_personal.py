@@ -21,7 +21,7 @@ from _polling import until
 
 import z8
 import z8.ai
-from z8.ai import ModelRequest, ModelResponse, ModelStep, RunFinished, RunStarted, ToolStep
+from z8.ai import ModelRequest, ModelResponse, ModelStep, RunFinished, RunForked, RunStarted, ToolCall, ToolStep
 from z8.effects import EffectContext, EffectFailed, EffectIntended
 from z8.errors import Rejected, SubjectErased
 
@@ -178,6 +178,26 @@ async def test_a_pending_model_call_of_a_run_with_a_subject_is_resent_after_a_re
     assert again.request.messages == stalled.requests[0].messages and again.request.messages[1].content == QUERY
     assert (result.status, result.answer) == ("answered", ANSWER)
     assert plaintext_in(path) == []
+
+
+async def test_a_fork_of_a_run_with_a_subject_holds_the_same_subject(tmp_path: Path) -> None:
+    asks = ModelResponse(text=THOUGHT, tool_calls=(ToolCall("t1", "lookup_customer", f'{{"email": "{EMAIL}"}}'),))
+    models = z8.ai.Models.scripted([asks, f"Answer: {ANSWER}", "Answer: forked, for Byron-Lovelace"])
+    path = tmp_path / "journal"
+    async with app_for(path, models) as app:
+        await app.dispatch(Support.StartRun(run_id="p7", query=QUERY, subject=SUBJECT))
+        await z8.ai.await_run(app, "p7", timeout=15)
+        await z8.ai.fork(app, "p7", at_step=2, new_run_id="p7b")
+        result = await z8.ai.await_run(app, "p7b", timeout=15)
+        assert z8.ai.replay(app, "p7b", Support).matched
+        assert plaintext_in(path) == []
+        await app.erase(SUBJECT, by="dpo")
+        run = events(app, "p7b")
+        with pytest.raises(SubjectErased):
+            z8.ai.replay(app, "p7b", Support)
+    assert result.status == "answered" and result.answer == "forked, for Byron-Lovelace"
+    assert of(run, RunForked)[0].subject == SUBJECT and of(run, RunStarted)[0].query is z8.ERASED
+    assert all(s.text is z8.ERASED for s in of(run, ModelStep)) and of(run, RunFinished)[0].answer is z8.ERASED
 
 
 # --- erasure --------------------------------------------------------------------------------------
