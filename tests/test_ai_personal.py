@@ -21,6 +21,7 @@ from _polling import until
 
 import z8
 import z8.ai
+from z8 import cli
 from z8.ai import ModelRequest, ModelResponse, ModelStep, RunFinished, RunForked, RunStarted, ToolCall, ToolStep
 from z8.effects import EffectContext, EffectFailed, EffectIntended
 from z8.errors import Rejected, SubjectErased
@@ -228,6 +229,25 @@ async def test_erasing_the_subject_reaches_every_text_of_the_run(tmp_path: Path,
     assert request.messages is z8.ERASED and request.messages_digest.startswith("blake2b:")
     assert record.personal_data_erased and any("RunStarted.query" in place for place in record.erased)
     assert plaintext_in(path) == []
+
+
+async def test_the_cli_prints_an_erased_run_without_failing(tmp_path: Path, server: LLMServer,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    models = served(server)
+    path = tmp_path / "journal"
+    async with app_for(path, models) as app:
+        await app.dispatch(Support.StartRun(run_id="p8", query=QUERY, subject=SUBJECT))
+        await z8.ai.await_run(app, "p8", timeout=15)
+    await models.aclose()
+    assert cli.main(["events", str(path), "--stream", "run-p8"]) == 0
+    assert '"query":"[personal data]"' in capsys.readouterr().out
+    async with app_for(path, models) as app:
+        await app.erase(SUBJECT, by="dpo")
+    assert cli.main(["runs", str(path)]) == 0
+    [row] = [msgspec.json.decode(line) for line in capsys.readouterr().out.splitlines()]
+    assert (row["run_id"], row["status"], row["query"], row["answer"]) == ("p8", "answered", "[erased]", "[erased]")
+    assert cli.main(["replay", str(path), "p8", "--agent", "test_ai_personal:Support"]) == 2
+    assert "its personal data was erased" in capsys.readouterr().err
 
 
 async def test_a_run_erased_while_its_model_call_is_pending_ends_failed(tmp_path: Path) -> None:
