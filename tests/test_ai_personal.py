@@ -196,6 +196,8 @@ async def test_a_fork_of_a_run_with_a_subject_holds_the_same_subject(tmp_path: P
         run = events(app, "p7b")
         with pytest.raises(SubjectErased):
             z8.ai.replay(app, "p7b", Support)
+        with pytest.raises(SubjectErased, match="run 'p7' cannot be forked: its personal data was erased"):
+            await z8.ai.fork(app, "p7", at_step=1)
     assert result.status == "answered" and result.answer == "forked, for Byron-Lovelace"
     assert of(run, RunForked)[0].subject == SUBJECT and of(run, RunStarted)[0].query is z8.ERASED
     assert all(s.text is z8.ERASED for s in of(run, ModelStep)) and of(run, RunFinished)[0].answer is z8.ERASED
@@ -317,3 +319,18 @@ def test_the_subject_field_of_a_tool_is_not_offered_to_the_model() -> None:
     args, error = lookup_customer.parse('{"email": "a@b.c", "who": "mallory"}')
     assert error is None and args == Lookup("a@b.c", None)
     assert lookup_customer.parse("[1]", subject="s-1")[1] is not None
+
+
+def test_decide_on_an_erased_run_ends_it_and_refuses_to_fork_it() -> None:
+    from z8.actors._ledger import EffectFailed as Failed
+    from z8.testing import given
+
+    started = given(Support, stream="run-e1").when(Support.StartRun(run_id="e1", query=QUERY, subject=SUBJECT))
+    erased = [msgspec.structs.replace(e, query=z8.ERASED) if type(e) is RunStarted else e for e in started.events]
+    pending = next(iter(given(Support, *erased).state.pending))
+    outcome = given(Support, *erased, stream="run-e1").when(Failed(pending, "z8.model", "SubjectErased", "gone", 1))
+    [finished] = outcome.events
+    assert (finished.status, finished.answer, finished.subject) == ("failed", "", SUBJECT)
+    assert "its personal data was erased (subject 'customer-7f3a') while it was running" in finished.reason
+    given(Support, stream="run-e2").when(Support.ForkRun(run_id="e2", source="e1", at_step=0, history=erased)) \
+        .then_rejected("fork_history", detail="the copied history's personal data was erased")

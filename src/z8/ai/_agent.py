@@ -233,6 +233,8 @@ class Agent(_Agent):
         s = turn.state
         if s.status == "new" or s.finished:
             return reject("fork_history", detail="the copied history must start the run and not end it")
+        if s.erased:
+            return reject("fork_history", detail="the copied history's personal data was erased")
         timeout = self._setting(s, "timeout")
         if timeout:
             turn.timers.append(Timer(RunTimedOut(cmd.run_id), after=timeout, id=TIMEOUT_TIMER))

@@ -575,7 +575,8 @@ async def fork(app: Any, run_id: str, *, at_step: int, new_run_id: str | None = 
 
     ``strategy=`` starts that strategy afresh after the shared steps. The new stream begins
     with ``RunForked(source, at_step, overrides)``. ``agent`` is the agent class (default:
-    the application's agent named in the source's ``RunStarted``)."""
+    the application's agent named in the source's ``RunStarted``). The fork holds the
+    source's subject; a run whose subject was erased cannot be forked (``SubjectErased``)."""
     journal = _journal(app)
     unknown = set(overrides) - FORK_SETTINGS
     if unknown:
@@ -602,6 +603,9 @@ async def fork(app: Any, run_id: str, *, at_step: int, new_run_id: str | None = 
             break
         history.append(event)
     started = next(e for e in history if type(e) is RunStarted)
+    if started.subject and journal.is_erased(started.subject):
+        raise SubjectErased(f"run {run_id!r} cannot be forked: its personal data was erased (subject "
+                            f"{started.subject!r}), so the history a fork would continue from is gone")
     agent = agent if agent is not None else _agent_named(app, started.agent)
     new_run_id = new_run_id or f"{run_id}-fork-{uuid7()[-12:]}"
     await app.dispatch(agent.ForkRun(run_id=new_run_id, source=run_id, at_step=at_step, history=history,
