@@ -71,6 +71,17 @@ async def lookup_customer(args: Lookup, ctx: EffectContext) -> Customer:
     return Customer(args.who, args.email, PLAN)
 
 
+class Note(msgspec.Struct, frozen=True):
+    who: z8.Subject
+    text: z8.Personal[str]
+
+
+@z8.ai.tool(kind="read")
+def take_note(args: Note) -> str:
+    """Note something about the customer (needs a subject)."""
+    return "noted"
+
+
 class Support(z8.ai.Agent):
     model = "fast"
     prompt = "You are a support assistant."
@@ -319,6 +330,9 @@ def test_the_subject_field_of_a_tool_is_not_offered_to_the_model() -> None:
     args, error = lookup_customer.parse('{"email": "a@b.c", "who": "mallory"}')
     assert error is None and args == Lookup("a@b.c", None)
     assert lookup_customer.parse("[1]", subject="s-1")[1] is not None
+
+    assert take_note.parse('{"text": "x"}', subject="s-1") == (Note("s-1", "x"), None)
+    assert "this run names no subject" in take_note.parse('{"text": "x", "who": "mallory"}')[1]
 
 
 def test_decide_on_an_erased_run_ends_it_and_refuses_to_fork_it() -> None:

@@ -75,6 +75,7 @@ class Tool:
         self.subject_field: str | None = subject.name if subject is not None else None
         """The arguments' ``z8.Subject`` field, which the run fills in (None: none)."""
         self._subject_key = subject.encode_name if subject is not None else ""
+        self._subject_required = subject is not None and subject.required
         self.spec = ToolSpec(self.name, self.description, _schema(self.args_type, self._subject_key))
         self._decoder = msgspec.json.Decoder(self.args_type)
 
@@ -101,6 +102,9 @@ class Tool:
             text = "{}"
         try:
             if self._subject_key:
+                if subject is None and self._subject_required:
+                    return None, (f"tool {self.name!r} handles a person's data and this run names no subject "
+                                  "(start the run with StartRun(subject=...) to use it)")
                 return self._with_subject(text, subject), None
             return self._decoder.decode(text), None
         except msgspec.ValidationError as error:
