@@ -417,7 +417,7 @@ class Ask(msgspec.Struct, frozen=True, tag=True):
     asker_id: str
     model: str = "fast"
     question: str = "I was double charged"
-    redact: bool = False
+    subject: str | None = None
 
 
 class Asked(msgspec.Struct, frozen=True, tag=True):
@@ -444,10 +444,9 @@ class Asker(z8.Agent):
 
     def decide(self, state: AskerState, command: Any, ctx: Any) -> Any:
         if isinstance(command, Ask):
-            call = ModelRequest(command.model, (Message("system", "Be brief."), Message("user", command.question)),
-                                tools=(LOOKUP,), max_tokens=100)
-            if command.redact:
-                call = MODELS["current"].redact(call)
+            messages = (Message("system", "Be brief."), Message("user", command.question))
+            call = ModelRequest(command.model, messages, tools=(LOOKUP,), max_tokens=100, subject=command.subject,
+                                messages_digest=digest_messages(messages) if command.subject else None)
             return z8.Decision(events=[Asked(command.question)], effects=[z8.Call("z8.model", call)])
         if isinstance(command, EffectSucceeded):
             assert isinstance(command.result, ModelResponse)  # decoded to the effect's result type
@@ -585,36 +584,69 @@ async def test_a_lost_or_late_answer_is_reissued_with_the_same_key(tmp_path: Pat
     assert server.by_key == {"asker-flaky/1/0": 3}
 
 
-async def test_messages_holding_personal_data_are_journaled_as_a_digest(tmp_path: Path, server: LLMServer) -> None:
-    server.script(text("noted"))
+def effect_bytes(app: z8.Application, stream: str) -> bytes:
+    """The stored bytes of the stream's effect records (the asker's own events are its business)."""
+    return b"".join(e.data for e in app.journal.read_stream(stream) if e.type.startswith("z8.Effect"))
+
+
+async def test_a_request_naming_a_subject_is_sealed_with_its_response(tmp_path: Path, server: LLMServer) -> None:
+    server.script(text("noted: refund for card ending 1111"))
     models = Models({"fast": "openai:gpt-test"}, environ={"OPENAI_BASE_URL": server.openai_url})
     async with asker_app(tmp_path, models) as app:
-        await app.dispatch(Ask("private", question="my card is 4111 1111 1111 1111", redact=True))
-        assert (await answer_of(app, "asker-private")).text == "noted"
+        await app.dispatch(Ask("private", question="my card is 4111 1111 1111 1111", subject="customer-7"))
+        assert (await answer_of(app, "asker-private")).text == "noted: refund for card ending 1111"
         [intent] = records(app, "asker-private", EffectIntended)
+        [done] = records(app, "asker-private", EffectSucceeded)
+        opened = app.journal.personal.convert(intent.request, ModelRequest)
+        answer = app.journal.personal.convert(done.result, ModelResponse)
+        stored = effect_bytes(app, "asker-private")
     await models.aclose()
-    journaled = msgspec.convert(intent.request, ModelRequest)
     expected = (Message("system", "Be brief."), Message("user", "my card is 4111 1111 1111 1111"))
-    assert journaled.messages == () and journaled.messages_digest == digest_messages(expected)
-    assert "4111" not in msgspec.json.encode(intent.request).decode()
+    assert opened.messages == expected and opened.subject == "customer-7"
+    assert intent.request["messages_digest"] == digest_messages(expected)  # in clear beside the sealed messages
+    assert answer.text == "noted: refund for card ending 1111" and answer.subject == "customer-7"
+    assert b"4111 1111" not in stored and b"ending 1111" not in stored
     assert server.requests[0].body["messages"][1]["content"] == "my card is 4111 1111 1111 1111"
 
 
-async def test_a_digest_without_its_messages_fails_clearly_and_a_source_can_serve_them() -> None:
-    held = (Message("user", "secret"),)
-    sealed = ModelRequest("fast", (), messages_digest=digest_messages(held))
-    scripted = ScriptedProvider(lambda req: req.messages[0].content)
-    bare = Models({"fast": "s:m"}, providers={"s": scripted})
-    with pytest.raises(AIError, match="not available"):
-        await bare.complete(sealed)
+async def test_a_request_without_a_subject_is_journaled_in_clear(tmp_path: Path) -> None:
+    models = Models.scripted(["plain answer"])
+    async with asker_app(tmp_path, models) as app:
+        await app.dispatch(Ask("public", question="what are your opening hours"))
+        assert (await answer_of(app, "asker-public")).text == "plain answer"
+        [intent] = records(app, "asker-public", EffectIntended)
+    assert intent.request["messages"][1]["content"] == "what are your opening hours"
+    assert "subject" not in intent.request and "messages_digest" not in intent.request
 
-    async def source(req: ModelRequest) -> tuple[Message, ...]:
-        return held
-    served = Models({"fast": "s:m"}, providers={"s": scripted}, messages_source=source)
-    assert (await served.complete(sealed)).text == "secret"
-    wrong = Models({"fast": "s:m"}, providers={"s": scripted}, messages_source=lambda req: [Message("user", "x")])
-    with pytest.raises(AIError, match="do not match"):
-        await wrong.complete(sealed)
+
+async def test_an_erased_request_fails_for_good_without_being_sent(tmp_path: Path) -> None:
+    scripted = ScriptedProvider(lambda req: "never")
+    models = Models({"fast": "s:m"}, providers={"s": scripted})
+    with pytest.raises(z8.errors.SubjectErased, match="its messages were erased"):
+        await models.complete(ModelRequest("fast", z8.ERASED, subject="customer-9"))
+    assert scripted.calls == []
+
+    entered = asyncio.Event()
+
+    class Stalled:
+        name = "stalled"
+
+        async def complete(self, request: ModelRequest, *, model_id: str, key: str) -> ModelResponse:
+            entered.set()
+            await asyncio.Event().wait()  # never answers: the call is pending when the app closes
+            raise AssertionError("unreachable")
+    blocked = Models({"fast": "s:m"}, providers={"s": Stalled()})
+    async with asker_app(tmp_path, blocked) as app:
+        await app.dispatch(Ask("erased", question="my card is 4111 1111 1111 1111", subject="customer-9"))
+        await asyncio.wait_for(entered.wait(), 15)
+        await app.erase("customer-9", by="dpo", reason="request 12")
+    async with asker_app(tmp_path, models) as app:  # recovery runs the pending call: its messages are gone
+        answered = await answer_of(app, "asker-erased")
+        [failed] = records(app, "asker-erased", EffectFailed)
+        assert app.journal.verify().ok
+    assert (answered.ok, answered.error) == (False, "SubjectErased")
+    assert failed.attempts == 1 and not failed.exhausted and "cannot be sent" in failed.message
+    assert scripted.calls == []
 
 
 async def test_the_scripted_provider_serves_the_effect_offline(tmp_path: Path) -> None:

@@ -793,3 +793,46 @@ def test_a_type_whose_annotations_do_not_resolve_yet_is_checked_when_it_is_used(
     z8.effect(body)  # declaring the effect does not fail on it
     with pytest.raises(errors.VaultError, match="cannot read the field types of"):
         open_memory_journal().personal.dumps(Later("a", None))
+
+
+# --- an optional subject: no one's data ---------------------------------------------------------
+
+
+class Memo(msgspec.Struct, frozen=True):
+    """Names an optional subject: None means the struct holds no one's personal data."""
+
+    who: z8.Subject | None = None
+    text: z8.Personal[str] = ""
+    home: Address | None = None
+    reference: Reference | None = None
+
+
+async def test_an_optional_subject_that_is_none_stores_personal_fields_as_they_are(tmp_path: Path) -> None:
+    with open_journal(tmp_path / "j", types=TypeRegistry([Memo]), durability="fast") as journal:
+        nobody = Memo(None, SECRETS["note"], Address(SECRETS["street"]), Reference("referee-9", SECRETS["phone"]))
+        await journal.append("memo-1", [nobody])
+        stored = msgspec.msgpack.decode(journal.read_stream("memo-1")[0].data)
+        assert stored["text"] == SECRETS["note"] and stored["home"]["street"] == SECRETS["street"]
+        assert isinstance(stored["reference"]["phone"], msgspec.msgpack.Ext)  # its own subject still seals
+        assert journal.decode(journal.read_stream("memo-1")[0]) == nobody
+        someone = Memo("writer-1", SECRETS["nick"])
+        await journal.append("memo-2", [someone])
+        assert journal.decode(journal.read_stream("memo-2")[0]) == someone
+        await journal.erase("writer-1", by="dpo")
+        await journal.erase("referee-9", by="dpo")
+        assert journal.decode(journal.read_stream("memo-2")[0]).text is ERASED
+        assert journal.decode(journal.read_stream("memo-1")[0]).text == SECRETS["note"]
+        assert journal.decode(journal.read_stream("memo-1")[0]).reference.phone is ERASED
+        assert journal.verify().ok
+    found = found_in_files(tmp_path / "j", [SECRETS["nick"].encode(), SECRETS["phone"].encode()])
+    assert found == []
+
+
+async def test_an_optional_subject_that_is_empty_or_a_plain_one_that_is_empty_is_an_error() -> None:
+    journal = open_memory_journal(types=TypeRegistry([Memo, Decided]))
+    with pytest.raises(errors.VaultError, match="no subject"):
+        await journal.append("s", [Memo("", "a real note")])
+    with pytest.raises(errors.VaultError, match="no subject"):
+        await journal.append("s", [Decided("", True, "a real note")])
+    assert journal.stream_version("s") == 0
+    assert journal.personal.loads(journal.personal.dumps(Memo(None, "x")), Memo) == Memo(None, "x")

@@ -34,12 +34,25 @@ from typing import Any
 import msgspec
 
 from z8.actors._ledger import RECORD_TYPES, EffectIntended, status_after
+from z8.app._run_record import ERASED_TEXT, SEALED_TEXT
 from z8.effects import CURSOR
 from z8.errors import InvalidArgument, Z8Error
-from z8.journal import Envelope, open_journal
+from z8.journal import ERASED, Envelope, open_journal
+from z8.journal._personal import ERASED_EXT, SEALED_EXT
 
 _decode_any = msgspec.msgpack.Decoder().decode
-_json = msgspec.json.Encoder()
+
+
+def _personal_text(value: Any) -> Any:
+    """Personal data in a printed row: what run records show for it (never the plaintext)."""
+    if value is ERASED or (isinstance(value, msgspec.msgpack.Ext) and value.code == ERASED_EXT):
+        return ERASED_TEXT
+    if isinstance(value, msgspec.msgpack.Ext) and value.code == SEALED_EXT:
+        return SEALED_TEXT
+    raise NotImplementedError(f"cannot print a {type(value).__name__} as JSON")
+
+
+_json = msgspec.json.Encoder(enc_hook=_personal_text)
 
 
 def _parser() -> argparse.ArgumentParser:

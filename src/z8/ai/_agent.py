@@ -25,6 +25,13 @@ with ``BudgetExceeded``), ``timeout`` (a durable timer) and a failed model call 
 the run with ``RunFinished`` and a recorded reason; a tool held for approval leaves the run
 ``waiting`` until a human decides. The events and the state folded from them are in
 :mod:`z8.ai._events`; the strategies in :mod:`z8.ai._strategies`.
+
+Personal data: ``StartRun(subject=...)`` names whose personal data the run holds. Every
+event of the run carries that subject, and the query, messages, answers, tool arguments
+and results are sealed under its key; tools whose arguments declare a ``z8.Subject``
+field get it filled in. After ``app.erase(subject)`` they read as ``z8.ERASED``: a run
+still active then ends ``failed`` on its next input, and :func:`z8.ai.replay` raises
+``SubjectErased``.
 """
 
 from __future__ import annotations
@@ -40,6 +47,7 @@ from z8.actors._agent import CommandContext, Decision, reject
 from z8.actors._ledger import Call, CancelTimer, EffectFailed, EffectSucceeded, Timer
 from z8.app._router import Router
 from z8.errors import InvalidSpec
+from z8.journal._personal import ERASED
 
 from ._events import (
     EVENT_TYPES,
@@ -60,6 +68,7 @@ from ._events import (
     state_digest,
 )
 from ._messages import ModelRequest, ModelResponse, ToolCall, ToolSpec
+from ._models import digest_messages
 from ._router import classify_ask, choose
 from ._strategies import Ask, Done, RunView, Strategy, strategy_named
 
@@ -68,6 +77,8 @@ __all__ = ["Agent", "route"]
 TIMEOUT_TIMER = "z8.ai.timeout"
 MODEL_RETRIES = 1
 """Re-asks of a call whose response was unusable (``InvalidModelResponse``) before the run fails."""
+_STAMPED = (StrategyAdvanced, ModelStep, ToolStep, RunFinished)
+"""The events that hold personal data and get the run's subject."""
 
 
 # --- one decision ---------------------------------------------------------------------------------
@@ -87,6 +98,9 @@ class _Turn:
         self.timers: list[Any] = []
 
     def emit(self, event: RunEvent) -> None:
+        subject = self.state.subject
+        if subject and type(event) in _STAMPED and event.subject is None:  # type: ignore[attr-defined]
+            event = msgspec.structs.replace(event, subject=subject)
         self.state = self.evolve(self.state, event)  # the agent's evolve: a subclass's own folds too
         self.events.append(event)
 
@@ -103,8 +117,10 @@ class _Turn:
 
 class Agent(_Agent):
     """An AI agent: subclass and set ``model``, ``prompt``, ``tools``, ``max_iterations``,
-    ``strategy``. Each subclass gets its commands ``StartRun(run_id, query, context={})``
-    and ``ForkRun`` (see :func:`z8.ai.fork`); route them with :func:`route`.
+    ``strategy``. Each subclass gets its commands ``StartRun(run_id, query, context={},
+    subject=None)`` and ``ForkRun`` (see :func:`z8.ai.fork`); route them with :func:`route`.
+    ``subject`` names whose personal data the run holds (a pseudonymous id, journaled in
+    clear): the run's texts are then sealed under it and erased with it (``app.erase``).
 
     ``strategy``: ``"react"`` (default), ``"one_shot"``, ``"cot"``, ``"tot"``, ``"got"``,
     ``"exact"``, ``"refine"``, ``"auto"`` (the router picks per task), or a
@@ -149,7 +165,8 @@ class Agent(_Agent):
         cls._z8_specs = tuple(t.spec for t in cls.tools)
         cls.agent_effects = tuple(t.effect for t in cls.tools)
         cls.StartRun = _command(cls, "StartRun", [("run_id", str), ("query", str),
-                                                  ("context", dict[str, Any], msgspec.field(default_factory=dict))])
+                                                  ("context", dict[str, Any], msgspec.field(default_factory=dict)),
+                                                  ("subject", str | None, None)])
         cls.ForkRun = _command(cls, "ForkRun", [
             ("run_id", str), ("source", str), ("at_step", int),
             ("history", list[Any], msgspec.field(default_factory=list)),
@@ -167,6 +184,8 @@ class Agent(_Agent):
     def decide(self, state: RunState, message: Any, ctx: CommandContext) -> Any:
         """Pure: a run's next step for a command, an effect's outcome or its timeout."""
         kind = type(message)
+        if state.erased and not state.finished and kind is not self.StartRun and kind is not self.ForkRun:
+            return self._erased(state, ctx)
         if kind is EffectSucceeded or kind is EffectFailed:
             return self._outcome(state, message, ctx)
         if kind is self.StartRun:
@@ -186,13 +205,16 @@ class Agent(_Agent):
             return reject("run_exists", run_id=state.run_id)
         if not isinstance(cmd.query, str) or not cmd.query.strip():
             return reject("empty_query")
+        if cmd.subject is not None and (not isinstance(cmd.subject, str) or not cmd.subject):
+            return reject("invalid_subject", detail="subject names whose personal data the run holds: a non-empty "
+                          f"str (a pseudonymous id) or None, got {type(cmd.subject).__name__} {cmd.subject!r:.40}")
         turn = _Turn(state, ctx, self.evolve)
         configured = self.strategy if isinstance(self.strategy, str) else self.strategy.name
         configured = configured if configured == "auto" or not isinstance(self.strategy, str) \
             else strategy_named(configured).name
         turn.emit(RunStarted(cmd.run_id, self.agent_name or type(self).__name__, cmd.query, self.model, configured,
                              _digest(self.prompt), self.max_iterations, dict(cmd.context), self.timeout,
-                             list(self._z8_tools)))
+                             list(self._z8_tools), cmd.subject))
         if self.timeout:
             turn.timers.append(Timer(RunTimedOut(cmd.run_id), after=self.timeout, id=TIMEOUT_TIMER))
         self._choose(turn, configured, "configured on the agent class", "configured")
@@ -202,7 +224,8 @@ class Agent(_Agent):
         if state.status != "new":
             return reject("run_exists", run_id=state.run_id)
         turn = _Turn(state, ctx, self.evolve)
-        turn.emit(RunForked(cmd.run_id, cmd.source, cmd.at_step, dict(cmd.overrides), len(cmd.history)))
+        subject = next((e.subject for e in cmd.history if type(e) is RunStarted), None)
+        turn.emit(RunForked(cmd.run_id, cmd.source, cmd.at_step, dict(cmd.overrides), len(cmd.history), subject))
         for event in cmd.history:
             if type(event) not in EVOLVE:
                 return reject("fork_history", detail=f"{type(event).__name__} is not a run event")
@@ -210,6 +233,8 @@ class Agent(_Agent):
         s = turn.state
         if s.status == "new" or s.finished:
             return reject("fork_history", detail="the copied history must start the run and not end it")
+        if s.erased:
+            return reject("fork_history", detail="the copied history's personal data was erased")
         timeout = self._setting(s, "timeout")
         if timeout:
             turn.timers.append(Timer(RunTimedOut(cmd.run_id), after=timeout, id=TIMEOUT_TIMER))
@@ -225,6 +250,13 @@ class Agent(_Agent):
         else:
             self._advance(turn)
         return turn.decision(reply=cmd.run_id)
+
+    def _erased(self, state: RunState, ctx: CommandContext) -> Any:
+        """The run's subject was erased: it ends ``failed``, recording nothing personal."""
+        turn = _Turn(state, ctx, self.evolve)
+        self._finish(turn, "failed", "", f"run {state.run_id!r}: its personal data was erased (subject "
+                                         f"{state.subject!r}) while it was {state.status}; it cannot continue")
+        return turn.decision()
 
     def _timed_out(self, state: RunState, ctx: CommandContext) -> Any:
         if state.status == "new" or state.finished:
@@ -272,8 +304,8 @@ class Agent(_Agent):
             elif issued.purpose != "classify" or error == "PolicyDenied":  # a failed classify: the heuristic decides
                 self._finish(turn, "failed", self._partial(turn.state), f"{what} failed: {error}: {message}")
             return
-        calls = tuple(c if c.id else ToolCall(f"call-{number}-{i}", c.name, c.arguments)
-                      for i, c in enumerate(response.tool_calls))
+        asked = response.tool_calls if response.tool_calls is not ERASED else ()  # erased after it was journaled
+        calls = tuple(c if c.id else ToolCall(f"call-{number}-{i}", c.name, c.arguments) for i, c in enumerate(asked))
         turn.emit(ModelStep(number, issued.purpose, response.text, calls, response.usage, response.model,
                             response.request_id, response.latency_ms, issued.node, issued.effect_id))
         if issued.tools and calls:
@@ -289,7 +321,7 @@ class Agent(_Agent):
                 known = ", ".join(self._z8_tools) or "none"
                 error: str | None = f"unknown tool {call.name!r}; the tools are: {known}"
             else:
-                args, error = tool.parse(call.arguments)
+                args, error = tool.parse(call.arguments, subject=turn.state.subject)
             if error is not None:
                 turn.emit(ToolStep(len(turn.state.steps) + 1, call.id, call.name, call.arguments, error=error))
             else:
@@ -379,7 +411,7 @@ class Agent(_Agent):
             if old.kind == "tool":
                 call = _tool_call(s, old.node)
                 tool = self._z8_tools.get(old.purpose)
-                args, error = tool.parse(call.arguments) if tool is not None and call is not None \
+                args, error = tool.parse(call.arguments, subject=s.subject) if tool is not None and call is not None \
                     else (None, f"tool {old.purpose!r} is not available to this agent")
                 if error is None:
                     fresh.append(Issued(turn.call(tool.effect, args), "tool", old.purpose, old.node))
@@ -402,7 +434,8 @@ class Agent(_Agent):
 
     def _finish(self, turn: _Turn, status: str, answer: str, reason: str) -> None:
         s = turn.state
-        turn.emit(RunFinished(status, answer, reason, s.usage, len(s.steps), s.strategy, state_digest(s)))
+        steps = len(s.steps) if s.steps is not ERASED else 0
+        turn.emit(RunFinished(status, answer, reason, s.usage, steps, s.strategy, state_digest(s)))
         if self._setting(s, "timeout") and status != "timeout":
             turn.timers.append(CancelTimer(TIMEOUT_TIMER))
 
@@ -425,10 +458,14 @@ class Agent(_Agent):
         return RunView(prompt, state.query, state.context, self._z8_specs, state.steps)
 
     def _request(self, state: RunState, ask: Ask) -> ModelRequest:
+        """The model call for ``ask``; with the run's subject, its messages are sealed
+        under it and their digest is kept in clear."""
+        subject = state.subject
         return ModelRequest(
             self._setting(state, "model"), ask.messages, self._z8_specs if ask.tools else (),
             ask.temperature if ask.temperature is not None else self.temperature,
             ask.max_tokens or self.max_tokens, purpose=ask.purpose,
+            messages_digest=digest_messages(ask.messages) if subject else None, subject=subject,
         )
 
     def _partial(self, state: RunState) -> str:

@@ -6,6 +6,12 @@ the strategy chosen and why, each round the strategy starts with the calls it wa
 every model and tool step, and the end. :class:`RunState` is folded from them by pure
 functions that never raise; :func:`state_digest` is what ``RunFinished`` records and
 replay checks.
+
+A run started with a ``subject`` holds that subject's personal data: its text fields
+(the query and context, the strategy's memo, the model's answers and tool calls, tool
+arguments and results, the final answer) are ``z8.Personal``, sealed in the journal under
+the subject's key, and read as ``z8.ERASED`` once the subject is erased (the folds keep
+such values as they are). Without a subject (``None``) they are stored in clear.
 """
 
 from __future__ import annotations
@@ -14,6 +20,8 @@ import hashlib
 from typing import Any
 
 import msgspec
+
+from z8.journal._personal import ERASED, Personal, Subject
 
 from ._messages import ToolCall, Usage
 from ._strategies import Step
@@ -42,15 +50,17 @@ class RunStarted(RunEvent, frozen=True):
 
     run_id: str
     agent: str
-    query: str
+    query: Personal[str]
     model: str
     strategy: str
     """As configured: a strategy's name or ``auto`` (the router's pick is ``StrategyChosen``)."""
     prompt_digest: str
     max_iterations: int
-    context: dict[str, Any] = {}
+    context: Personal[dict[str, Any]] = {}
     timeout: float | None = None
     tools: list[str] = []
+    subject: Subject | None = None
+    """Whose personal data the run holds (None: no one's)."""
 
 
 class RunForked(RunEvent, frozen=True):
@@ -62,6 +72,8 @@ class RunForked(RunEvent, frozen=True):
     at_step: int
     overrides: dict[str, Any] = {}
     copied: int = 0
+    subject: Subject | None = None
+    """The source run's subject (its copied events carry it too)."""
 
 
 class StrategyChosen(RunEvent, frozen=True):
@@ -84,7 +96,8 @@ class StrategyAdvanced(RunEvent, frozen=True):
 
     round: int
     phase: str
-    memo: Any = None
+    memo: Personal[Any] = None
+    subject: Subject | None = None
 
 
 class Issued(msgspec.Struct, frozen=True, array_like=True):
@@ -115,8 +128,8 @@ class ModelStep(RunEvent, frozen=True):
 
     step: int
     purpose: str
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+    text: Personal[str] = ""
+    tool_calls: Personal[tuple[ToolCall, ...]] = ()
     usage: Usage = Usage()
     model: str = ""
     request_id: str = ""
@@ -124,6 +137,7 @@ class ModelStep(RunEvent, frozen=True):
     node: str = ""
     effect_id: str = ""
     error: str = ""
+    subject: Subject | None = None
 
 
 class ToolStep(RunEvent, frozen=True):
@@ -133,10 +147,11 @@ class ToolStep(RunEvent, frozen=True):
     step: int
     call_id: str
     tool: str
-    arguments: str = ""
-    result: Any = None
+    arguments: Personal[str] = ""
+    result: Personal[Any] = None
     error: str | None = None
     effect_id: str = ""
+    subject: Subject | None = None
 
 
 class RunFinished(RunEvent, frozen=True):
@@ -145,12 +160,13 @@ class RunFinished(RunEvent, frozen=True):
     (replay checks it)."""
 
     status: str
-    answer: str = ""
+    answer: Personal[str] = ""
     reason: str = ""
     usage: Usage = Usage()
     steps: int = 0
     strategy: str = ""
     state_digest: str = ""
+    subject: Subject | None = None
 
 
 class RunTimedOut(RunEvent, frozen=True):
@@ -174,13 +190,14 @@ class RunState(msgspec.Struct, frozen=True):
     """A run, folded from its events. ``status``: ``new``, ``running`` (model calls
     pending), ``waiting`` (tool calls pending: running, or held for a human's approval),
     then the finished status. ``memo`` is the strategy's state, ``pending`` the calls the
-    current batch waits for, ``steps`` every model and tool step."""
+    current batch waits for, ``steps`` every model and tool step. ``subject``: whose
+    personal data the run holds (its text fields read as ``z8.ERASED`` once erased)."""
 
     run_id: str = ""
     agent: str = ""
     status: str = "new"
-    query: str = ""
-    context: dict[str, Any] = {}
+    query: Personal[str] = ""
+    context: Personal[dict[str, Any]] = {}
     model: str = ""
     strategy: str = ""
     prompt_digest: str = ""
@@ -190,23 +207,40 @@ class RunState(msgspec.Struct, frozen=True):
     forked_from: str = ""
     rounds: int = 0
     phase: str = ""
-    memo: Any = None
+    memo: Personal[Any] = None
     batch_from: int = 1
     """The first step of the current batch."""
     pending: dict[str, Issued] = {}
-    steps: list[Step] = []
+    steps: Personal[list[Step]] = []
     usage: Usage = Usage()
-    answer: str = ""
+    answer: Personal[str] = ""
     reason: str = ""
+    subject: Subject | None = None
 
     @property
     def finished(self) -> bool:
         return self.status in FINISHED
 
+    @property
+    def erased(self) -> bool:
+        """Whether the run's subject was erased (its query reads as ``z8.ERASED``)."""
+        return bool(self.subject) and self.query is ERASED
+
 
 def state_digest(state: RunState) -> str:
-    """BLAKE2b-128 of the state's msgpack encoding (what ``RunFinished.state_digest`` holds)."""
-    return hashlib.blake2b(_ENCODE(state), digest_size=16).hexdigest()
+    """BLAKE2b-128 of the state's msgpack encoding (what ``RunFinished.state_digest`` holds).
+    A run without a subject has the digest it had before runs could name one; an erased
+    value digests as a fixed marker."""
+    fields = msgspec.to_builtins(state, enc_hook=_erased_marker)
+    if fields.get("subject") is None:
+        fields.pop("subject", None)
+    return hashlib.blake2b(_ENCODE(fields), digest_size=16).hexdigest()
+
+
+def _erased_marker(value: Any) -> Any:
+    if value is ERASED:
+        return "z8.ERASED"
+    raise NotImplementedError(f"cannot digest a {type(value).__name__}")
 
 
 _ENCODE = msgspec.msgpack.Encoder().encode
@@ -222,18 +256,25 @@ def _add(a: Usage, b: Usage) -> Usage:
                  a.total_tokens + b.total_tokens)
 
 
-def _result_text(result: Any) -> str:
-    return result if isinstance(result, str) else msgspec.json.encode(result).decode()
+def _result_text(result: Any) -> Any:
+    if isinstance(result, str) or result is ERASED:
+        return result
+    return msgspec.json.encode(result).decode()
+
+
+def _steps(s: RunState) -> list[Step]:
+    return s.steps if s.steps is not ERASED else []  # an erased snapshot: the steps are gone
 
 
 def _on_started(s: RunState, e: RunStarted) -> RunState:
     return _replace(s, run_id=s.run_id if s.forked_from else e.run_id, agent=e.agent, status="running",
                     query=e.query, context=e.context, model=e.model, strategy=e.strategy,
-                    prompt_digest=e.prompt_digest, max_iterations=e.max_iterations, timeout=e.timeout)
+                    prompt_digest=e.prompt_digest, max_iterations=e.max_iterations, timeout=e.timeout,
+                    subject=e.subject)
 
 
 def _on_forked(s: RunState, e: RunForked) -> RunState:
-    return _replace(s, run_id=e.run_id, forked_from=e.source, overrides=e.overrides)
+    return _replace(s, run_id=e.run_id, forked_from=e.source, overrides=e.overrides, subject=e.subject)
 
 
 def _on_chosen(s: RunState, e: StrategyChosen) -> RunState:
@@ -241,7 +282,7 @@ def _on_chosen(s: RunState, e: StrategyChosen) -> RunState:
 
 
 def _on_advanced(s: RunState, e: StrategyAdvanced) -> RunState:
-    return _replace(s, rounds=e.round, phase=e.phase, memo=e.memo, batch_from=len(s.steps) + 1)
+    return _replace(s, rounds=e.round, phase=e.phase, memo=e.memo, batch_from=len(_steps(s)) + 1)
 
 
 def _on_issued(s: RunState, e: CallsIssued) -> RunState:
@@ -253,7 +294,7 @@ def _on_issued(s: RunState, e: CallsIssued) -> RunState:
 def _on_model(s: RunState, e: ModelStep) -> RunState:
     pending = {k: v for k, v in s.pending.items() if k != e.effect_id}
     step = Step(e.step, "model", e.purpose, e.node, e.text, e.tool_calls, e.error)
-    return _replace(s, pending=pending, steps=[*s.steps, step], usage=_add(s.usage, e.usage),
+    return _replace(s, pending=pending, steps=[*_steps(s), step], usage=_add(s.usage, e.usage),
                     status=s.status if s.finished else _status(pending))
 
 
@@ -261,7 +302,7 @@ def _on_tool(s: RunState, e: ToolStep) -> RunState:
     pending = {k: v for k, v in s.pending.items() if k != e.effect_id} if e.effect_id else s.pending
     text = f"error: {e.error}" if e.error is not None else _result_text(e.result)
     step = Step(e.step, "tool", e.tool, e.call_id, text, (), e.error or "")
-    return _replace(s, pending=pending, steps=[*s.steps, step],
+    return _replace(s, pending=pending, steps=[*_steps(s), step],
                     status=s.status if s.finished else _status(pending))
 
 

@@ -4,6 +4,11 @@ A model call is an effect (:func:`z8.ai.model_call`): its ``ModelRequest`` is th
 journaled intent and its ``ModelResponse`` the journaled outcome, so replay reads the
 response back and never calls the model. Providers translate these Structs to and from
 their own HTTP APIs (OpenAI-compatible chat completions, Anthropic Messages).
+
+A request that names a ``subject`` holds that subject's personal data: its messages, and
+the response's text and tool calls, are ``z8.Personal`` (sealed in the journal under the
+subject's key; ``z8.ERASED`` once the subject is erased). The request then also carries
+``messages_digest``, in clear, so the record still shows which messages were sent.
 """
 
 from __future__ import annotations
@@ -11,6 +16,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import msgspec
+
+from z8.journal._personal import Personal, Subject
 
 __all__ = ["Message", "ToolSpec", "ToolCall", "Usage", "ModelRequest", "ModelResponse"]
 
@@ -60,26 +67,30 @@ class ModelRequest(msgspec.Struct, frozen=True, omit_defaults=True):
     (``"act"``, ``"critique"``, ``"evaluate"``…) for the run record."""
 
     model: str
-    messages: tuple[Message, ...]
+    messages: Personal[tuple[Message, ...]]
     tools: tuple[ToolSpec, ...] = ()
     temperature: float | None = None
     max_tokens: int | None = None
     params: dict[str, Any] = {}
     purpose: str = "act"
     messages_digest: str | None = None
-    """Set instead of the message text when the messages hold personal data: the
-    journal keeps the BLAKE2b digest of the messages, not the messages."""
+    """The BLAKE2b digest of the messages (:func:`z8.ai.digest_messages`), kept in clear
+    beside sealed messages; a run with a subject sets it."""
+    subject: Subject | None = None
+    """Whose personal data the messages hold (None: no one's; default None)."""
 
 
 class ModelResponse(msgspec.Struct, frozen=True, omit_defaults=True):
     """What the model answered, with what the record needs: the resolved model id,
-    the provider, token usage, latency and the provider's request id."""
+    the provider, token usage, latency and the provider's request id. ``subject`` is the
+    request's (the model effect copies it), so the answer is sealed like the question."""
 
-    text: str = ""
-    tool_calls: tuple[ToolCall, ...] = ()
+    text: Personal[str] = ""
+    tool_calls: Personal[tuple[ToolCall, ...]] = ()
     finish_reason: str = ""
     usage: Usage = Usage()
     model: str = ""
     provider: str = ""
     request_id: str = ""
     latency_ms: float = 0.0
+    subject: Subject | None = None

@@ -30,16 +30,18 @@ TOML::
 kind ``read``, idempotent): its request is the ``ModelRequest`` (journaled as the intent),
 its result the ``ModelResponse`` (journaled with the resolved model id, provider, usage,
 latency and the provider's request id). The effect id is sent as the ``Idempotency-Key``.
+A request naming a ``subject`` has its messages sealed in the journal under that subject's
+key, and the response is sealed under it too; once the subject is erased, a call still
+pending fails for good with ``SubjectErased`` (its messages are gone).
 """
 
 from __future__ import annotations
 
 import hashlib
-import inspect
 import os
 import time
 import tomllib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +49,8 @@ import httpx
 import msgspec
 
 from z8.effects import Effect, EffectContext, Retry
-from z8.errors import AIError, InvalidArgument, OutcomeUnknown, Retryable, UnknownModel
+from z8.errors import InvalidArgument, OutcomeUnknown, Retryable, SubjectErased, UnknownModel
+from z8.journal._personal import ERASED
 from z8.supervision import Backoff
 
 from ._messages import Message, ModelRequest, ModelResponse
@@ -84,9 +87,6 @@ def digest_messages(messages: Sequence[Message]) -> str:
     return "blake2b:" + hashlib.blake2b(encoded, digest_size=32).hexdigest()
 
 
-MessagesSource = Callable[[ModelRequest], "Sequence[Message] | Awaitable[Sequence[Message]] | None"]
-
-
 def _key(alias: str) -> str:
     return alias.strip().lower().replace("-", "_")
 
@@ -110,10 +110,6 @@ class Models:
     ``env=True`` reads the variables listed in the module docs (``environ`` replaces
     ``os.environ``). A request's ``model`` is an alias or a direct ``"provider:model-id"``.
 
-    ``messages_source`` serves requests journaled with only a ``messages_digest`` (their
-    messages hold personal data): it returns the messages for such a request (sync or
-    async), checked against the digest before sending. Without one, messages kept with
-    :meth:`redact` (in this process's memory only) are used.
     ``retry`` and ``timeout`` are the model effect's contract (the providers retry 429/5xx
     themselves first; the effect retries a request that never left, and re-issues one
     whose answer was lost under the same key).
@@ -127,7 +123,6 @@ class Models:
         toml: str | os.PathLike[str] | None = None,
         env: bool = False,
         environ: Mapping[str, str] | None = None,
-        messages_source: MessagesSource | None = None,
         retry: Retry = Retry(attempts=3, backoff=Backoff(min=0.2, max=5.0, jitter=0.2)),
         timeout: float | None = 300.0,
     ) -> None:
@@ -136,8 +131,6 @@ class Models:
         self._providers: dict[str, Provider] = dict(providers or {})
         self._provider_config: dict[str, dict[str, Any]] = {}
         self._owned: list[Provider] = []
-        self._held: dict[str, tuple[Message, ...]] = {}
-        self.messages_source = messages_source
         for alias, target in (aliases or {}).items():
             self.alias(alias, target)
         if env and self._environ.get("Z8_MODELS_FILE"):
@@ -246,39 +239,18 @@ class Models:
                 await close()
         self._providers = {n: p for n, p in self._providers.items() if all(p is not o for o in owned)}
 
-    # --- personal data ---------------------------------------------------------------------
-
-    def redact(self, request: ModelRequest) -> ModelRequest:
-        """``request`` with its messages replaced by their digest, for a journal that must
-        not hold them; the messages are kept in this process's memory for the call (lost on
-        a restart: then the call fails unless a ``messages_source`` can serve them)."""
-        digest = digest_messages(request.messages)
-        self._held[digest] = tuple(request.messages)
-        return msgspec.structs.replace(request, messages=(), messages_digest=digest)
-
-    async def _messages(self, request: ModelRequest) -> ModelRequest:
-        if request.messages or not request.messages_digest:
-            return request
-        found: Any = self.messages_source(request) if self.messages_source is not None else None
-        if inspect.isawaitable(found):
-            found = await found
-        if found is None:
-            found = self._held.get(request.messages_digest)
-        if found is None:
-            raise AIError(f"the messages of digest {request.messages_digest} are not available: the journal keeps "
-                          "only their digest; give Models(messages_source=...) to serve them")
-        messages = tuple(found)
-        if digest_messages(messages) != request.messages_digest:
-            raise AIError(f"the messages served for digest {request.messages_digest} do not match it")
-        return msgspec.structs.replace(request, messages=messages)
-
     # --- calling ---------------------------------------------------------------------------
 
     async def complete(self, request: ModelRequest, *, key: str = "") -> ModelResponse:
         """One model call, resolved and measured: what the model effect runs. Called
-        directly it is not journaled (use ``z8.Call(models.effect, request)`` in a decision)."""
+        directly it is not journaled (use ``z8.Call(models.effect, request)`` in a decision).
+        ``SubjectErased`` when the request's messages were erased (its subject's personal
+        data was erased while the call was pending): it cannot be sent, now or later."""
+        if request.messages is ERASED:
+            raise SubjectErased(f"model call ({request.purpose}) for subject {request.subject!r}: its messages "
+                                "were erased with the subject's personal data, so it cannot be sent; it fails "
+                                "for good")
         provider, spec = self.resolve(request.model)
-        request = await self._messages(request)
         if spec.params:
             request = _with_defaults(request, spec.params)
         started = time.perf_counter()
@@ -293,17 +265,15 @@ class Models:
         measured = round((time.perf_counter() - started) * 1000, 3)
         return msgspec.structs.replace(response, model=response.model or spec.model,
                                        provider=response.provider or spec.provider,
-                                       latency_ms=response.latency_ms or measured)
+                                       latency_ms=response.latency_ms or measured, subject=request.subject)
 
     def _build_effect(self) -> Effect:
         models = self
 
         async def model_call(request: ModelRequest, ctx: EffectContext) -> ModelResponse:
-            """Call the model ``request.model`` names, with the effect id as idempotency key."""
-            response = await models.complete(request, key=ctx.key)
-            if request.messages_digest and not request.messages:
-                models._held.pop(request.messages_digest, None)
-            return response
+            """Call the model ``request.model`` names, with the effect id as idempotency key;
+            the response carries the request's subject, so it is sealed like the request."""
+            return await models.complete(request, key=ctx.key)
 
         return Effect(model_call, name=MODEL_EFFECT, kind="read", idempotent=True, capability=MODEL_CAPABILITY,
                       retry=self.retry, timeout=self.timeout)

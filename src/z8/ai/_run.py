@@ -6,6 +6,7 @@ pure ``decide`` the inputs the run recorded — the ``StartRun`` (rebuilt from
 it — and checks that today's code produces the same events, the same calls (effect,
 request and id) and the same timers, decision by decision, then that the state it folds
 has the digest ``RunFinished`` recorded. Nothing runs: no outbox, no provider, no tool.
+A run whose subject was erased cannot be replayed (its inputs are gone): ``SubjectErased``.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from z8.actors._ledger import (
     TimerSet,
 )
 from z8.actors._system import register_system_types
-from z8.errors import InvalidArgument, ReplayDiverged, RunNotFound
+from z8.errors import InvalidArgument, ReplayDiverged, RunNotFound, SubjectErased
 from z8.ids import uuid7
 from z8.journal import Journal
 
@@ -51,7 +52,7 @@ from ._events import (
     ToolStep,
     state_digest,
 )
-from ._messages import Usage
+from ._messages import ModelRequest, ModelResponse, Usage
 from ._strategies import strategy_named
 
 __all__ = ["RunResult", "RunStatus", "ReplayReport", "await_run", "run_status", "runs", "replay", "fork",
@@ -345,16 +346,18 @@ def _message(journal: Journal, agent: type[Agent], record: Any, timers: dict[str
         return None if armed is None else journal.types.decode(armed.message_type, armed.message_schema,
                                                                armed.message)
     if type(record) is EffectSucceeded:
+        if record.effect == agent.model_effect:
+            return msgspec.structs.replace(record, result=journal.personal.convert(record.result, ModelResponse))
         tool = next((t for t in agent.tools if t.effect.name == record.effect), None)
         if tool is not None:
-            return msgspec.structs.replace(record, result=tool.effect.decode_result(record.result))
+            return msgspec.structs.replace(record, result=tool.effect.decode_result(record.result, journal.personal))
     return record
 
 
 def _command(agent: type[Agent], events: list[Any]) -> Any:
     first = events[0]
     if type(first) is RunStarted:
-        return agent.StartRun(run_id=first.run_id, query=first.query, context=first.context)
+        return agent.StartRun(run_id=first.run_id, query=first.query, context=first.context, subject=first.subject)
     if type(first) is RunForked:
         return agent.ForkRun(run_id=first.run_id, source=first.source, at_step=first.at_step,
                              history=events[1:1 + first.copied], overrides=first.overrides)
@@ -366,7 +369,9 @@ def replay(source: Any, run_id: str, agent: type[Agent], *, strict: bool = True)
 
     Returns a :class:`ReplayReport`; with ``strict`` (the default) a difference raises
     ``ReplayDiverged`` naming the first differing step (the report is its ``report``).
-    ``source`` is a ``z8.Application`` or a ``Journal`` (no application needs to run)."""
+    ``source`` is a ``z8.Application`` or a ``Journal`` (no application needs to run).
+    Raises ``SubjectErased`` when the run's subject was erased: its recorded inputs (the
+    query, the model's answers, the tool results) are gone, so there is nothing to replay."""
     if not (isinstance(agent, type) and issubclass(agent, Agent)):
         raise InvalidArgument(f"replay needs the run's z8.ai.Agent class, got {agent!r}")
     journal = _journal(source)
@@ -374,6 +379,7 @@ def replay(source: Any, run_id: str, agent: type[Agent], *, strict: bool = True)
     envelopes = journal.read_stream(stream)
     if not envelopes:
         raise RunNotFound(f"no run {run_id!r} in the journal (no stream {stream!r})")
+    _check_not_erased(journal, envelopes, run_id)
     replayer = _Replayer(journal, agent, stream, run_id)
     report = replayer.run(_recorded(journal, envelopes, agent))
     if strict and not report.matched:
@@ -381,6 +387,14 @@ def replay(source: Any, run_id: str, agent: type[Agent], *, strict: bool = True)
         error.report = report  # type: ignore[attr-defined]
         raise error
     return report
+
+
+def _check_not_erased(journal: Journal, envelopes: list[Any], run_id: str) -> None:
+    first = next((e for e in envelopes if e.type in ("z8.ai.RunStarted", "z8.ai.RunForked")), None)
+    subject = getattr(journal.decode(first), "subject", None) if first is not None else None
+    if subject and journal.is_erased(subject):
+        raise SubjectErased(f"run {run_id!r} cannot be replayed: its personal data was erased (subject {subject!r}), "
+                            "so the query, answers and tool results it recorded are gone")
 
 
 class _Replayer:
@@ -459,13 +473,25 @@ class _Replayer:
             name = call.effect if isinstance(call.effect, str) else call.effect.name
             if intent is None:
                 return f"today's code calls {name} #{index}, which the record does not"
-            request, was = _plain(call.request), _plain(intent.request)
+            request, was = _plain(call.request), _plain(self._opened(intent))
             if (intent.effect, intent.effect_id) != (name, ctx.effect_id(index)):
                 return (f"call #{index}: recorded {intent.effect} {intent.effect_id}; today's code calls {name} "
                         f"{ctx.effect_id(index)}")
             if was != request:
                 return f"call #{index} ({name} {intent.effect_id}): the request differs in {_fields(was, request)}"
         return ""
+
+    def _opened(self, intent: EffectIntended) -> Any:
+        """The recorded request with its personal fields opened (as the live call had them)."""
+        try:
+            if intent.effect == self.agent.model_effect:
+                return self.journal.personal.convert(intent.request, ModelRequest)
+            tool = next((t for t in self.agent.tools if t.effect.name == intent.effect), None)
+            if tool is not None:
+                return tool.effect.decode_request(intent.request, self.journal.personal)
+        except msgspec.ValidationError:  # not today's request type: compared as recorded (and found different)
+            pass
+        return intent.request
 
     def _timers(self, recorded: _Recorded, timers: list[Any]) -> str:
         made = [t for t in timers if isinstance(t, Timer)]
@@ -549,7 +575,8 @@ async def fork(app: Any, run_id: str, *, at_step: int, new_run_id: str | None = 
 
     ``strategy=`` starts that strategy afresh after the shared steps. The new stream begins
     with ``RunForked(source, at_step, overrides)``. ``agent`` is the agent class (default:
-    the application's agent named in the source's ``RunStarted``)."""
+    the application's agent named in the source's ``RunStarted``). The fork holds the
+    source's subject; a run whose subject was erased cannot be forked (``SubjectErased``)."""
     journal = _journal(app)
     unknown = set(overrides) - FORK_SETTINGS
     if unknown:
@@ -576,6 +603,9 @@ async def fork(app: Any, run_id: str, *, at_step: int, new_run_id: str | None = 
             break
         history.append(event)
     started = next(e for e in history if type(e) is RunStarted)
+    if started.subject and journal.is_erased(started.subject):
+        raise SubjectErased(f"run {run_id!r} cannot be forked: its personal data was erased (subject "
+                            f"{started.subject!r}), so the history a fork would continue from is gone")
     agent = agent if agent is not None else _agent_named(app, started.agent)
     new_run_id = new_run_id or f"{run_id}-fork-{uuid7()[-12:]}"
     await app.dispatch(agent.ForkRun(run_id=new_run_id, source=run_id, at_step=at_step, history=history,

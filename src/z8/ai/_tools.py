@@ -16,6 +16,12 @@ runs it under its contract (kind, retry, timeout, idempotency) and journals it. 
 sees ``tool.spec`` (name, description, JSON schema from the type hints, via msgspec);
 the arguments it produces are checked by ``tool.parse`` before any call, and invalid ones
 come back as error text for the model, never as a crash.
+
+Personal data: an arguments Struct may hold ``z8.Personal`` fields and a ``z8.Subject``
+field. The model never sees the subject field (it is not in the schema) and cannot set
+it: the run fills it with its own subject, so the arguments are sealed under that subject
+in the journal and erased with it. A tool's result is sealed when its type declares
+personal fields with a subject (the tool copies ``args``' subject into it).
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import msgspec
 
 from z8.effects import Effect, EffectContext, Kind, Retry
 from z8.errors import InvalidEffect, InvalidTool, PolicyDenied
+from z8.journal._personal import subject_field
 
 from ._messages import ToolSpec
 
@@ -64,7 +71,12 @@ class Tool:
                                  timeout=timeout, idempotent=idempotent, compensate=compensate, resolve=resolve)
         except InvalidEffect as bad:
             raise InvalidTool(f"tool {self.name!r}: {bad}") from None
-        self.spec = ToolSpec(self.name, self.description, _schema(self.args_type))
+        subject = subject_field(self.args_type)
+        self.subject_field: str | None = subject.name if subject is not None else None
+        """The arguments' ``z8.Subject`` field, which the run fills in (None: none)."""
+        self._subject_key = subject.encode_name if subject is not None else ""
+        self._subject_required = subject is not None and subject.required
+        self.spec = ToolSpec(self.name, self.description, _schema(self.args_type, self._subject_key))
         self._decoder = msgspec.json.Decoder(self.args_type)
 
     def __repr__(self) -> str:
@@ -80,18 +92,34 @@ class Tool:
         raise PolicyDenied(f"tool {self.name!r} was called directly; an agent calls it as "
                            f"z8.Call({self.name}.effect, args) so the policy gates it and the journal records it")
 
-    def parse(self, arguments: str) -> tuple[Any, str | None]:
+    def parse(self, arguments: str, *, subject: str | None = None) -> tuple[Any, str | None]:
         """The model's JSON ``arguments`` as ``(args, None)``, or ``(None, error)`` with the
-        reason in words for the model (not JSON, wrong types, missing or unknown fields)."""
+        reason in words for the model (not JSON, wrong types, missing or unknown fields).
+        When the arguments have a ``z8.Subject`` field it is set to ``subject`` (the run's),
+        whatever the model sent."""
         text = arguments if isinstance(arguments, str) else ""
         if not text.strip():
             text = "{}"
         try:
+            if self._subject_key:
+                if subject is None and self._subject_required:
+                    return None, (f"tool {self.name!r} handles a person's data and this run names no subject "
+                                  "(start the run with StartRun(subject=...) to use it)")
+                return self._with_subject(text, subject), None
             return self._decoder.decode(text), None
         except msgspec.ValidationError as error:
             return None, f"invalid arguments for tool {self.name!r}: {error}"
         except msgspec.DecodeError as error:
             return None, f"the arguments for tool {self.name!r} are not valid JSON: {error}"
+
+    def _with_subject(self, text: str, subject: str | None) -> Any:
+        fields = msgspec.json.decode(text)
+        if not isinstance(fields, dict):
+            return self._decoder.decode(text)  # not an object: the decoder says so in its words
+        fields.pop(self._subject_key, None)
+        if subject is not None:
+            fields[self._subject_key] = subject
+        return msgspec.json.decode(msgspec.json.encode(fields), type=self.args_type)
 
     def result_text(self, result: Any) -> str:
         """A tool result as the text of the tool message sent back to the model (a str as is,
@@ -202,9 +230,10 @@ def _camel(name: str) -> str:
     return "".join(part[:1].upper() + part[1:] for part in re.split(r"[_-]+", name) if part) or "Tool"
 
 
-def _schema(args_type: type) -> dict[str, Any]:
+def _schema(args_type: type, hidden: str = "") -> dict[str, Any]:
     """The JSON schema of the arguments, the object itself at the top (model APIs want
-    ``{"type": "object", ...}``, not a ``$ref``); nested Structs stay in ``$defs``."""
+    ``{"type": "object", ...}``, not a ``$ref``); nested Structs stay in ``$defs``.
+    ``hidden`` (the subject field, which the run fills in) is left out."""
     try:
         schema = msgspec.json.schema(args_type)
     except (TypeError, ValueError) as error:
@@ -215,6 +244,13 @@ def _schema(args_type: type) -> dict[str, Any]:
     defs = dict(schema.get("$defs", {}))
     top = dict(defs[ref.rsplit("/", 1)[-1]])
     top.pop("title", None)
+    if hidden:
+        top["properties"] = {k: v for k, v in top.get("properties", {}).items() if k != hidden}
+        required = [k for k in top.get("required", []) if k != hidden]
+        if required:
+            top["required"] = required
+        else:
+            top.pop("required", None)
     if len(defs) > 1:
-        top["$defs"] = defs
+        top["$defs"] = {**defs, ref.rsplit("/", 1)[-1]: {k: v for k, v in top.items() if k != "$defs"}}
     return top

@@ -67,6 +67,7 @@ from z8.errors import (
     EffectStateError,
     InvalidArgument,
     InvalidEffect,
+    SubjectErased,
     WrongExpectedVersion,
     Z8Error,
 )
@@ -606,9 +607,18 @@ class Outbox:
                     return
                 await asyncio.sleep(eff.retry.backoff.delay(item.attempts, self._rng))
                 continue
-            await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(result, self.journal.personal),
-                                                     item.attempts))
+            await self._finish(item, self._succeeded(item, eff, result))
             return
+
+    def _succeeded(self, item: _Item, eff: Effect, result: Any, *, resolved: bool = False) -> EffectRecord:
+        """The success record of ``result``; a failure when its personal data belongs to a
+        subject erased meanwhile (the journal will not hold it, and asking again cannot help)."""
+        try:
+            encoded = eff.encode_result(result, self.journal.personal)
+        except SubjectErased as erased:
+            return EffectFailed(item.effect_id, eff.name, "SubjectErased",
+                                f"the result was not recorded: {erased}", max(item.attempts, 1))
+        return EffectSucceeded(item.effect_id, eff.name, encoded, max(item.attempts, 1), resolved=resolved)
 
     async def _resolve(self, item: _Item, eff: Effect, *, after: str) -> bool:
         """Learn the outcome of an attempt that may have taken effect; True: run it (again)."""
@@ -631,8 +641,7 @@ class Outbox:
                     await self._stuck(item, eff, f"after {after}, resolve found no record of the key; an "
                                                  "irreversible effect without idempotency is not re-fired on its own")
                     return False
-                await self._finish(item, EffectSucceeded(item.effect_id, eff.name, eff.encode_result(found, self.journal.personal),
-                                                         max(item.attempts, 1), resolved=True))
+                await self._finish(item, self._succeeded(item, eff, found, resolved=True))
                 return False
             await self._stuck(item, eff, f"after {after}, resolve kept failing ({item.last_error})")
             return False

@@ -2,7 +2,11 @@
 
 A field typed ``z8.Personal[T]`` holds personal data about the subject named by its
 struct's ``z8.Subject`` field (a nested struct without one belongs to its enclosing
-struct's subject). Wherever the runtime stores such a struct — event payloads, agent
+struct's subject). A subject field typed ``z8.Subject | None`` that holds ``None`` says the
+struct holds no one's personal data: its personal fields, and those of nested structs
+without a subject of their own, are stored as they are (a nested struct that names its
+own subject is still sealed under it). An empty subject in a field typed plain
+``z8.Subject`` is an error. Wherever the runtime stores such a struct — event payloads, agent
 snapshots, effect requests and results, timer messages — the field is stored as an
 AES-256-GCM ciphertext under a key of that subject's, held in the vault (``_vault``); the
 hash chain covers the ciphertext. ``journal.erase(subject)`` destroys the subject's keys:
@@ -49,6 +53,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Personal", "Subject", "ERASED", "PersonalCodec", "SEALED_EXT", "ERASED_EXT", "check_type", "has_personal", "subject_of",
+    "subject_field",
 ]
 
 SEALED_EXT: Final = 90
@@ -86,7 +91,10 @@ a part of its type."""
 Subject = Annotated[str, _SUBJECT]
 """``applicant: z8.Subject``: the str naming whose personal data the struct holds.
 
-One per struct; a nested struct without one belongs to its enclosing struct's subject."""
+One per struct; a nested struct without one belongs to its enclosing struct's subject.
+Typed ``z8.Subject | None``, ``None`` means the struct holds no one's personal data: its
+``Personal`` fields (and those of nested structs without a subject of their own) are
+stored in clear. A plain ``z8.Subject`` must name someone."""
 
 
 class _Erased:
@@ -120,6 +128,9 @@ ERASED: Final[Any] = _Erased()
 """What a personal field reads as after its subject was erased (``repr``: ``z8.ERASED``)."""
 
 _ERASED_VALUE = msgspec.msgpack.Ext(ERASED_EXT, b"")
+_NO_ONE: Any = _Marker("no one")
+"""The subject passed down while sealing a struct whose optional subject is None: its
+personal fields (and its nested structs' without a subject of their own) stay as they are."""
 _Ext = msgspec.msgpack.Ext
 _ENCODE = msgspec.msgpack.Encoder().encode
 _NODEFAULT: Any = msgspec.NODEFAULT
@@ -164,12 +175,15 @@ class _Field:
 
 
 class _Plan:
-    """How to seal and open one Struct class that holds personal data."""
+    """How to seal and open one Struct class that holds personal data. ``optional``: its
+    subject field is typed ``z8.Subject | None`` (None there: no one's data)."""
 
-    __slots__ = ("cls", "subject", "fields", "shadow", "orphan")
+    __slots__ = ("cls", "subject", "fields", "shadow", "orphan", "optional")
 
-    def __init__(self, cls: type, subject: str | None, fields: list[_Field], shadow: type, orphan: bool) -> None:
+    def __init__(self, cls: type, subject: str | None, fields: list[_Field], shadow: type, orphan: bool,
+                 optional: bool = False) -> None:
         self.cls, self.subject, self.fields, self.shadow, self.orphan = cls, subject, fields, shadow, orphan
+        self.optional = optional
 
 
 class _Unresolved(VaultError):
@@ -255,6 +269,7 @@ def _build_plan(cls: type) -> _Plan | None:
             raise VaultError(f"{name} is a generic Struct with z8.Personal fields; that is not supported")
         return None
     subject: str | None = None
+    optional = False
     fields: list[_Field] = []
     shadow_fields: list[tuple[str, Any, Any]] = []
     personal = orphan_inside = False
@@ -269,6 +284,7 @@ def _build_plan(cls: type) -> _Plan | None:
             if inner is not str and inner != Union[str, None]:  # noqa: UP007
                 raise VaultError(f"{where}: a z8.Subject field is a str (or str | None), not {inner!r}")
             subject = info.name
+            optional = inner is not str
             fields.append(_Field(info.name, _PLAIN_FIELD))
         elif marker is _PERSONAL:
             if _mentions_marker(inner):
@@ -296,7 +312,7 @@ def _build_plan(cls: type) -> _Plan | None:
     if not personal:
         return None
     orphan = subject is None and (orphan_inside or any(f.kind == _PERSONAL_FIELD for f in fields))
-    return _Plan(cls, subject, fields, _make_shadow(cls, shadow_fields), orphan)
+    return _Plan(cls, subject, fields, _make_shadow(cls, shadow_fields), orphan, optional)
 
 
 def _mentions_marker(tp: Any) -> bool:
@@ -439,6 +455,15 @@ def subject_of(value: Any) -> Any:
     return None if plan is None or plan.subject is None else getattr(value, plan.subject)
 
 
+def subject_field(cls: type) -> msgspec.structs.FieldInfo | None:
+    """The ``z8.Subject`` field of Struct class ``cls`` (None: it has none)."""
+    hints = typing.get_type_hints(cls, include_extras=True)
+    for info in msgspec.structs.fields(cls):
+        if _field_marker(hints.get(info.name, info.type))[0] is _SUBJECT:
+            return info
+    return None
+
+
 # --- the codec --------------------------------------------------------------------------
 
 
@@ -515,6 +540,8 @@ class PersonalCodec:
     def _seal(self, plan: _Plan, value: Any, subject: Any) -> Any:
         if plan.subject is not None:
             subject = getattr(value, plan.subject)
+            if subject is None and plan.optional:
+                subject = _NO_ONE
         stored = {}
         for field in plan.fields:
             item = getattr(value, field.attr)
@@ -542,6 +569,8 @@ class PersonalCodec:
     def _seal_value(self, field: _Field, value: Any, subject: Any) -> Any:
         if value is ERASED:
             return _ERASED_VALUE
+        if subject is _NO_ONE:
+            return value
         if not subject:
             if value is None or (field.empty is not _NODEFAULT and value == field.empty):
                 return value  # a default is in the code, not personal data
