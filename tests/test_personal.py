@@ -836,3 +836,30 @@ async def test_an_optional_subject_that_is_empty_or_a_plain_one_that_is_empty_is
         await journal.append("s", [Decided("", True, "a real note")])
     assert journal.stream_version("s") == 0
     assert journal.personal.loads(journal.personal.dumps(Memo(None, "x")), Memo) == Memo(None, "x")
+
+
+class Jotting(msgspec.Struct, frozen=True):
+    """No nested structs and an optional subject: decoded as itself first when it is no one's."""
+
+    who: z8.Subject | None = None
+    body: z8.Personal[Any] = None
+    tags: z8.Personal[list[str]] = []
+
+
+async def test_a_record_that_is_no_ones_and_one_that_is_someones_both_read_back_exactly(tmp_path: Path) -> None:
+    from z8.journal._personal import _info
+
+    assert _info(Jotting).clear == "who"  # the fast path applies to this type
+    with open_journal(tmp_path / "j", types=TypeRegistry([Jotting]), durability="fast") as journal:
+        codec = journal.personal
+        nobody = Jotting(None, {"text": SECRETS["note"]}, ["a"])
+        someone = Jotting("writer-2", {"text": SECRETS["nick"]}, [SECRETS["street"]])
+        for value in (nobody, someone):
+            assert codec.loads(codec.dumps(value), Jotting) == value
+            assert codec.convert(msgspec.msgpack.decode(msgspec.msgpack.encode(codec.to_builtins(value))), Jotting) == value
+        await journal.append("note-1", [nobody, someone])
+        await journal.erase("writer-2", by="dpo")
+        first, second = (journal.decode(e) for e in journal.read_stream("note-1"))
+        assert first == nobody
+        assert second.who == "writer-2" and second.body is ERASED and second.tags is ERASED  # never a raw ciphertext
+    assert found_in_files(tmp_path / "j", [SECRETS["nick"].encode(), SECRETS["street"].encode()]) == []

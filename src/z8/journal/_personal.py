@@ -392,15 +392,43 @@ def _make_shadow(cls: type, specs: list[tuple[str, Any, Any]]) -> type:
 
 
 class _TypeInfo:
-    """A type expression's personal shape, and (made on first use) its decoders."""
+    """A type expression's personal shape, and (made on first use) its decoders.
 
-    __slots__ = ("tp", "shape", "orphan", "stored", "label", "_decode")
+    ``clear``: for a Struct whose subject is optional (``z8.Subject | None``) and that has
+    no nested personal structs, the subject field's name. Such a record is usually no
+    one's (an AI run without a subject): it is decoded as the type itself first, and
+    kept when its subject reads None (then every field was stored as it is); otherwise
+    it goes through the stored form."""
+
+    __slots__ = ("tp", "shape", "orphan", "stored", "label", "clear", "_decode", "_decode_clear")
 
     def __init__(self, tp: Any) -> None:
         self.tp = tp
         self.label = getattr(tp, "__qualname__", repr(tp))
         self.stored, self.shape, self.orphan = _analyze(tp, self.label)
+        plan = _plans.get(tp) if self.shape is _STRUCT else None
+        self.clear = plan.subject if plan is not None and plan.optional and \
+            all(f.kind != _NESTED_FIELD for f in plan.fields) else None
         self._decode: Callable[[bytes], Any] | None = None
+        self._decode_clear: Callable[[bytes], Any] | None = None
+
+    def decode_clear(self, data: bytes) -> Any:
+        """The record decoded as ``tp`` when it is no one's (see ``clear``), else None."""
+        if self._decode_clear is None:
+            self._decode_clear = msgspec.msgpack.Decoder(self.tp).decode
+        try:
+            value = self._decode_clear(data)
+        except msgspec.ValidationError:  # a sealed field where the type wants a str, a list…
+            return None
+        return value if getattr(value, self.clear) is None else None  # type: ignore[arg-type]
+
+    def convert_clear(self, raw: Any) -> Any:
+        """The builtins converted to ``tp`` when they are no one's (see ``clear``), else None."""
+        try:
+            value = msgspec.convert(raw, self.tp)
+        except msgspec.ValidationError:
+            return None
+        return value if getattr(value, self.clear) is None else None  # type: ignore[arg-type]
 
     @property
     def decode(self) -> Callable[[bytes], Any]:
@@ -504,6 +532,10 @@ class PersonalCodec:
         info = _info(tp)
         if info.shape is None:
             return info.decode(data)
+        if info.clear is not None:
+            value = info.decode_clear(data)
+            if value is not None:
+                return value
         return self._open_shape(info.shape, info.decode(data), None)
 
     def to_builtins(self, value: Any) -> Any:
@@ -518,6 +550,10 @@ class PersonalCodec:
         info = _info(tp)
         if info.shape is None:
             return msgspec.convert(raw, tp)
+        if info.clear is not None:
+            value = info.convert_clear(raw)
+            if value is not None:
+                return value
         return self._open_shape(info.shape, msgspec.convert(raw, info.stored), None)
 
     # --- sealing ----------------------------------------------------------------------
