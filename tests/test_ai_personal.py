@@ -34,12 +34,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def server() -> Any:
-    async with LLMServer() as running:
-        yield running
-
-
 SUBJECT = "customer-7f3a"
 QUERY = "My card 4111-1111-1111-1111 was charged twice; I am ada.lovelace@example.org"
 THOUGHT = "Looking up the account of Ada Byron-Lovelace."
@@ -143,6 +137,12 @@ def stalled_models(provider: Any) -> z8.ai.Models:
     return z8.ai.Models({"fast": "s:m"}, providers={"s": provider})
 
 
+async def start_stalled(app: z8.Application, stalled: Stalled, run_id: str) -> None:
+    """Start a run with the subject and wait until its first model call is in flight."""
+    await app.dispatch(Support.StartRun(run_id=run_id, query=QUERY, subject=SUBJECT))
+    await asyncio.wait_for(stalled.entered.wait(), 15)
+
+
 # --- a run with a subject -------------------------------------------------------------------------
 
 
@@ -179,8 +179,7 @@ async def test_a_pending_model_call_of_a_run_with_a_subject_is_resent_after_a_re
     stalled = Stalled()
     path = tmp_path / "journal"
     async with app_for(path, stalled_models(stalled)) as app:
-        await app.dispatch(Support.StartRun(run_id="p2", query=QUERY, subject=SUBJECT))
-        await asyncio.wait_for(stalled.entered.wait(), 15)  # the call is in flight when the app stops
+        await start_stalled(app, stalled, "p2")  # the call is in flight when the app stops
     assert plaintext_in(path) == []
     models = z8.ai.Models.scripted([f"Answer: {ANSWER}"])
     async with app_for(path, models) as app:
@@ -266,8 +265,7 @@ async def test_the_cli_prints_an_erased_run_without_failing(tmp_path: Path, serv
 async def test_a_run_erased_while_its_model_call_is_pending_ends_failed(tmp_path: Path) -> None:
     stalled = Stalled()
     async with app_for(tmp_path / "journal", stalled_models(stalled)) as app:
-        await app.dispatch(Support.StartRun(run_id="p4", query=QUERY, subject=SUBJECT))
-        await asyncio.wait_for(stalled.entered.wait(), 15)
+        await start_stalled(app, stalled, "p4")
         await app.erase(SUBJECT, by="dpo")
         stalled.release.set()  # the answer comes back for an erased subject: it is not recorded
         result = await z8.ai.await_run(app, "p4", timeout=15)
@@ -284,8 +282,7 @@ async def test_a_run_erased_while_stopped_fails_when_its_call_is_run_again(tmp_p
     stalled = Stalled()
     path = tmp_path / "journal"
     async with app_for(path, stalled_models(stalled)) as app:
-        await app.dispatch(Support.StartRun(run_id="p5", query=QUERY, subject=SUBJECT))
-        await asyncio.wait_for(stalled.entered.wait(), 15)
+        await start_stalled(app, stalled, "p5")
         await app.erase(SUBJECT, by="dpo")
     models = z8.ai.Models.scripted([f"Answer: {ANSWER}"])
     async with app_for(path, models) as app:  # the pending call's messages read as ERASED: it fails for good

@@ -49,12 +49,6 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-@pytest.fixture
-async def server() -> Any:
-    async with LLMServer() as running:
-        yield running
-
-
 LOOKUP = ToolSpec("lookup_customer", "Find a customer by email.",
                   {"type": "object", "properties": {"email": {"type": "string"}}, "required": ["email"]})
 
