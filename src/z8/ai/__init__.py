@@ -1,6 +1,8 @@
 """AI agents: durable runs whose model calls and tool calls are effects.
 
-(Being built: see issue 7. The message schema is in place.)
+``Agent`` (its runs, events and state), ``Models`` and the providers (over httpx, carried
+by ``PooledTransport``), ``tool``, the strategies and the router, and the runs seen from
+outside: ``await_run``, ``runs``, ``replay``, ``fork``.
 """
 
 from ._messages import Message, ModelRequest, ModelResponse, ToolCall, ToolSpec, Usage
@@ -23,7 +25,6 @@ __all__ = ["Message", "ModelRequest", "ModelResponse", "ToolCall", "ToolSpec", "
            "Provider", "OpenAIProvider", "AnthropicProvider", "ScriptedProvider", "PooledTransport",
            "Models", "ModelSpec", "MODEL_EFFECT", "MODEL_CAPABILITY", "digest_messages",
            "Tool", "tool",
-           # agents and runs (engineer B)
            "Agent", "route", "RunState", "RunStarted", "RunForked", "StrategyChosen", "StrategyAdvanced",
            "CallsIssued", "ModelStep", "ToolStep", "RunFinished", "RunTimedOut",
            "RunResult", "RunStatus", "ReplayReport", "await_run", "run_status", "runs", "replay", "fork",

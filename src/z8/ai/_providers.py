@@ -1,8 +1,9 @@
 """Model providers: OpenAI-compatible chat completions, Anthropic Messages, and a scripted double.
 
 A provider turns one :class:`~z8.ai.ModelRequest` into one :class:`~z8.ai.ModelResponse`.
-The HTTP providers own one ``httpx.AsyncClient`` each (reused across calls), carried by
-:class:`~z8.ai.PooledTransport` (pass ``transport=`` or ``client=`` to replace it), send the call's idempotency key as the
+The HTTP providers speak httpx: each call is an ``httpx.Request`` handed to a transport
+(by default :class:`~z8.ai.PooledTransport`, kept per event loop; pass ``transport=``, or a
+whole ``client=``, to replace it). They send the call's idempotency key as the
 ``Idempotency-Key`` header, retry 429 and 5xx answers themselves (honouring
 ``Retry-After``, bounded by ``max_wait``) and raise :class:`~z8.errors.ProviderError`
 when the provider keeps refusing or refuses outright (other 4xx). An answer that is not a
@@ -141,7 +142,6 @@ class HTTPProvider:
         self._client = client
         self._carrier: httpx.AsyncBaseTransport | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._timeouts = httpx.Timeout(timeout, pool=None).as_dict()
         self._url: tuple[str, httpx.URL] | None = None
 
     def __repr__(self) -> str:
@@ -172,7 +172,7 @@ class HTTPProvider:
         if self._client is not None:
             return await self._client.post(url, content=body, headers=headers)
         request = httpx.Request("POST", url, headers={**_DEFAULT_HEADERS, **headers}, content=body,
-                                extensions={"timeout": self._timeouts})
+                                extensions={"timeout": httpx.Timeout(self.timeout, pool=None).as_dict()})
         response = await self._transport_now().handle_async_request(request)
         try:
             await response.aread()
