@@ -53,6 +53,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from z8.errors import AuditError, InvalidArgument, InvalidBundle
 from z8.journal import Journal
+from z8.journal._fsync import fsync_path
 from z8.journal._runcheck import Fault, RunCheck
 
 __all__ = [
@@ -181,7 +182,7 @@ def _load_or_create(keyfile: Path) -> Ed25519PrivateKey:
             continue
         finally:
             temporary.unlink()
-        _fsync_dir(keyfile.parent)
+        fsync_path(keyfile.parent)
         return key
     return _load(keyfile)
 
@@ -198,13 +199,6 @@ def _load(keyfile: Path) -> Ed25519PrivateKey:
         raise AuditError(f"{keyfile} holds a {type(key).__name__}, not an Ed25519 key")
     return key
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _pinned(key: object) -> str:

@@ -69,6 +69,7 @@ from z8.errors import InvalidArgument, JournalAlreadyOpen, JournalPathError, Leg
 
 from ._commit import AppendOp, StreamAppend
 from ._envelope import ANY, EXPIRED_TYPE, check_stream, decode_record, is_tombstone, tombstone_of
+from ._fsync import fsync_path
 
 if TYPE_CHECKING:
     from ._commit import Batch, WriteView
@@ -709,16 +710,8 @@ def compact_journal(path: str | Path) -> tuple[int, int]:
         env.copy(str(target), compact=True)
     finally:
         env.close()
-    fd = os.open(copy, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    fsync_path(copy)
     os.replace(copy, data)
     target.rmdir()
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_path(directory)
     return before, data.stat().st_size

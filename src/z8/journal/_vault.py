@@ -48,6 +48,8 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from z8 import errors
 from z8.errors import VaultError
 
+from ._fsync import fsync_path
+
 __all__ = ["Vault", "MemoryVault", "LmdbVault", "SubjectErased", "VAULT_STREAM", "ERASED_TYPE", "check_subject"]
 
 log = structlog.get_logger("z8.vault")
@@ -326,7 +328,7 @@ class LmdbVault(Vault):
                 _scrub(self._new)  # an unfinished copy
             else:
                 os.rename(self._new, self._home)  # the crash fell between the two renames
-                _fsync_dir(self._home.parent)
+                fsync_path(self._home.parent)
         if self._old.exists():
             _scrub(self._old)
 
@@ -438,7 +440,7 @@ class LmdbVault(Vault):
         self._env = None
         os.rename(self._home, self._old)
         os.rename(self._new, self._home)
-        _fsync_dir(self._home.parent)
+        fsync_path(self._home.parent)
         _scrub(self._old)
         self._open()
 
@@ -467,10 +469,3 @@ def _scrub(directory: Path) -> None:
                 log.error("vault.scrub_failed", path=str(path), error=repr(exc))
     shutil.rmtree(directory, ignore_errors=True)
 
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
